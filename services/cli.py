@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from services import stack
+from services import demo, stack
 from services.core import broker
 from training.data import cli as data_cli
 from training.eval import cli as eval_cli
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.command("broker")(broker.broker_command)
 app.command("up")(stack.up_command)
-app.command("demo")(stack.demo_command)
+app.command("serve")(stack.serve_command)
+app.command("demo")(demo.demo_command)
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_command)

@@ -29,6 +29,17 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(
         10000, description="Consumer group session timeout (ms)."
     )
+    kafka_max_poll_interval_ms: int = Field(
+        300000,
+        description="Longest gap between polls before a consumer is dropped from its group "
+        "(ms); also bounds how long a rebalance waits for members.",
+    )
+    kafka_group_instance_id: str = Field(
+        "",
+        description="Static group membership id (e.g. the pod name of a StatefulSet): a "
+        "restarted consumer with the same id takes over its partitions at once instead of "
+        "waiting for the group to expire the dead member. Empty: dynamic membership.",
+    )
     kafka_max_poll_records: int = Field(500, description="Records fetched per consumer poll.")
     kafka_linger_ms: int = Field(5, description="Producer linger before sending a batch (ms).")
     topic_partitions: int = Field(

@@ -1,0 +1,36 @@
+"""Prometheus metrics shared by every service.
+
+Per RPC: request counts by status code and latency histograms. Per topic: messages
+processed, failed (retried) and dead-lettered by each consumer group.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+RPC_REQUESTS = Counter(
+    "relkd_grpc_requests_total", "gRPC requests handled.", ["method", "code"]
+)
+RPC_LATENCY = Histogram(
+    "relkd_grpc_request_seconds",
+    "gRPC request latency.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MESSAGES = Counter(
+    "relkd_kafka_messages_total",
+    "Kafka messages consumed, by outcome (processed, dead_lettered).",
+    ["topic", "group", "outcome"],
+)
+BATCH_FAILURES = Counter(
+    "relkd_kafka_batch_failures_total",
+    "Consumed batches whose processing raised and were retried message by message.",
+    ["topic", "group"],
+)
+PUBLISHED = Counter("relkd_kafka_published_total", "Messages published.", ["topic"])
+
+
+def start_metrics_server(port: int, host: str) -> None:
+    """Serves /metrics on `port`; port 0 means metrics are not exposed."""
+    if port:
+        start_http_server(port, addr=host)

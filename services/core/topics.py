@@ -1,0 +1,39 @@
+"""The Kafka topics of the platform and the one protobuf message type each carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+from relevance.v1 import topics_pb2
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    message_type: type[Message]
+    # Broker-side topic configs applied when the platform creates the topic.
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def decode(self, payload: bytes) -> Message:
+        message = self.message_type()
+        message.ParseFromString(payload)
+        return message
+
+
+CANDIDATES = Topic("relevance.candidates.v1", topics_pb2.CandidateBatch)
+# Compacted: a label is keyed by its (query, product) pair, so only the newest
+# label per pair needs to be kept forever.
+LABELS = Topic("relevance.labels.v1", topics_pb2.LabelRecord, {"cleanup.policy": "compact"})
+RELABEL_REQUESTS = Topic("relevance.relabel-requests.v1", topics_pb2.RelabelRequest)
+DLQ = Topic("relevance.dlq.v1", topics_pb2.DeadLetter, {"retention.ms": str(14 * 24 * 3600 * 1000)})
+
+ALL_TOPICS: tuple[Topic, ...] = (CANDIDATES, LABELS, RELABEL_REQUESTS, DLQ)
+
+PAIR_KEY_SEPARATOR = "\x1f"
+
+
+def pair_key(query_id: str, product_id: str) -> str:
+    """Key of a (query, product) pair on the labels topic: one label per pair survives compaction."""
+    return f"{query_id}{PAIR_KEY_SEPARATOR}{product_id}"

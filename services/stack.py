@@ -1,0 +1,215 @@
+"""The embedded stack: a broker and the three services as supervised processes.
+
+`relkd serve NAME` runs one service in the foreground (what a container runs);
+`relkd up` runs them all on one machine, each in its own process, restarting a
+crashed one (a bounded number of times) and stopping all of them, by PID, on
+Ctrl-C/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.core.broker import kafka_for_stack
+from services.core.logging import configure_logging
+from services.core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    grpc_service: str
+    port_setting: str
+
+    def port(self, settings: Settings) -> int:
+        return int(getattr(settings, self.port_setting))
+
+
+SERVICES: dict[str, ServiceSpec] = {
+    spec.name: spec
+    for spec in (
+        ServiceSpec("candidate-generation", "services.candidate_generation.service",
+                    "relevance.v1.CandidateGeneration", "candidate_generation_port"),
+        ServiceSpec("teacher-labeling", "services.teacher_labeling.service",
+                    "relevance.v1.TeacherLabeling", "teacher_labeling_port"),
+        ServiceSpec("student-inference", "services.student_inference.service",
+                    "relevance.v1.StudentInference", "student_inference_port"),
+    )
+}  # fmt: skip
+
+
+def serve_command(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
+) -> None:
+    """Run one service in the foreground until SIGINT/SIGTERM."""
+    if service not in SERVICES:
+        raise typer.BadParameter(f"expected one of {', '.join(SERVICES)}", param_hint="SERVICE")
+    settings = get_settings()
+    configure_logging(service, settings.log_level)
+    module = importlib.import_module(SERVICES[service].module)
+    asyncio.run(module.serve(settings))
+
+
+def health_status(address: str, service: str = "", timeout_s: float = 1.0) -> str:
+    """The grpc.health.v1 status name of `service` at `address`, or the RPC error's code name."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            return exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+class _Child:
+    def __init__(self, spec: ServiceSpec, env: Mapping[str, str], log_path: Path) -> None:
+        self.spec = spec
+        self.env = dict(env)
+        self.log_path = log_path
+        self.restarts = 0
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "services", "serve", self.spec.name],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def respawn(self) -> None:
+        self.restarts += 1
+        self.process = self._spawn()
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
+    def wait_or_kill(self, grace_s: float) -> None:
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class Stack:
+    """The three services as child processes sharing one Kafka cluster."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        settings: Settings,
+        extra_env: Mapping[str, str] | None = None,
+        max_restarts: int = 3,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.settings = settings
+        self.max_restarts = max_restarts
+        self.log_dir = settings.data_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, **(extra_env or {}), "RELKD_KAFKA_BOOTSTRAP": bootstrap}
+        self.children: dict[str, _Child] = {}
+
+    def address(self, name: str) -> str:
+        return f"{self.settings.grpc_host}:{SERVICES[name].port(self.settings)}"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        for spec in SERVICES.values():
+            self.children[spec.name] = _Child(spec, self.env, self.log_dir / f"{spec.name}.log")
+        self.wait_serving(timeout_s)
+
+    def wait_serving(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = set(self.children)
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                child = self.children[name]
+                if child.process.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with code {child.process.returncode}; see {child.log_path}"
+                    )
+                if health_status(self.address(name), child.spec.grpc_service) == "SERVING":
+                    pending.discard(name)
+            time.sleep(0.2)
+        if pending:
+            raise TimeoutError(f"not SERVING after {timeout_s}s: {', '.join(sorted(pending))}")
+
+    def supervise_once(self) -> None:
+        """Restarts children that died, up to `max_restarts` each."""
+        for name, child in self.children.items():
+            code = child.process.poll()
+            if code is None:
+                continue
+            if child.restarts >= self.max_restarts:
+                raise RuntimeError(f"{name} keeps exiting (code {code}); see {child.log_path}")
+            log.warning("restarting service", extra={"service": name, "code": code})
+            child.respawn()
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            child.terminate()
+        for child in self.children.values():
+            child.wait_or_kill(self.settings.grpc_grace_s + 5)
+        self.children.clear()
+
+
+@contextlib.contextmanager
+def running_stack(extra_env: Mapping[str, str] | None = None, timeout_s: float = 20.0) -> Iterator[Stack]:
+    """Broker (unless RELKD_KAFKA_BOOTSTRAP is set) plus the services, torn down on exit."""
+    settings = get_settings()
+    with kafka_for_stack() as bootstrap:
+        stack = Stack(bootstrap, settings, extra_env)
+        try:
+            stack.start(timeout_s)
+            yield stack
+        finally:
+            stack.stop()
+
+
+def up_command(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be SERVING.")] = 20.0,
+) -> None:
+    """Start the broker and the three services; Ctrl-C stops them all."""
+    configure_logging("relkd-up", get_settings().log_level)
+    started = time.monotonic()
+    with running_stack(timeout_s=timeout) as stack:
+        typer.echo(f"kafka               {stack.bootstrap}")
+        for name in SERVICES:
+            typer.echo(f"{name:<20}{stack.address(name)}  SERVING")
+        typer.echo(f"all SERVING in {time.monotonic() - started:.1f}s; logs in {stack.log_dir}; Ctrl-C stops")
+        _supervise_until_signal(stack)
+
+
+def _supervise_until_signal(stack: Stack) -> None:
+    stop: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _f: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop:
+            stack.supervise_once()
+            time.sleep(0.5)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+

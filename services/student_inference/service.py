@@ -1,0 +1,113 @@
+"""Student inference: the low-latency `relevance.v1.StudentInference/Score` RPC.
+
+Thin request handling over a scoring backend (the KServe model-server pattern): the
+servicer validates and honours deadlines, the backend runs the student.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from relevance.v1 import common_pb2, student_inference_pb2, student_inference_pb2_grpc
+from services.core import metrics
+from services.core.grpc_server import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    GrpcServer,
+    ServiceBinding,
+    check_deadline,
+    require,
+)
+from services.core.settings import Settings
+
+SERVICE_NAME = "relevance.v1.StudentInference"
+
+
+class StudentInferenceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RELKD_", extra="ignore")
+
+    max_products: int = Field(256, description="Most products one Score request may carry.")
+    student_backend: str = Field(
+        "", description="Scoring backend: `triton`, or empty for none (Score answers FAILED_PRECONDITION)."
+    )
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    scores: list[float]
+    # Products whose text the tokenizer cut at the student's maximum length.
+    truncated: int
+
+
+class ScoringBackend(Protocol):
+    async def score(
+        self, query: str, products: Sequence[student_inference_pb2.ScoreProduct], timeout_s: float | None
+    ) -> ScoreResult: ...
+
+    def model(self) -> common_pb2.ModelRef: ...
+
+
+class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServicer):
+    def __init__(self, backend: ScoringBackend | None, max_products: int) -> None:
+        self.backend = backend
+        self.max_products = max_products
+
+    async def Score(
+        self, request: student_inference_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> student_inference_pb2.ScoreResponse:
+        require(bool(request.query.strip()), "query", "must not be empty")
+        require(len(request.products) > 0, "products", "must hold at least one product")
+        require(
+            len(request.products) <= self.max_products,
+            "products",
+            f"at most {self.max_products} products per request, got {len(request.products)}",
+        )
+        for i, product in enumerate(request.products):
+            require(bool(product.product_id), f"products[{i}].product_id", "must not be empty")
+            require(bool(product.title.strip()), f"products[{i}].title", "must not be empty")
+        if self.backend is None:
+            raise FailedPrecondition("no student model loaded (set RELKD_STUDENT_BACKEND)")
+        check_deadline(context)
+        timeout_s = context.time_remaining()
+        try:
+            result = await asyncio.wait_for(
+                self.backend.score(request.query, request.products, timeout_s), timeout_s
+            )
+        except TimeoutError as exc:
+            raise DeadlineExceeded("the student did not answer within the caller's deadline") from exc
+        return student_inference_pb2.ScoreResponse(
+            scores=[
+                student_inference_pb2.ProductScore(product_id=p.product_id, score=s)
+                for p, s in zip(request.products, result.scores, strict=True)
+            ],
+            model=self.backend.model(),
+            request_id=request.request_id or uuid.uuid4().hex,
+            truncated=result.truncated,
+        )
+
+
+def load_backend(own: StudentInferenceSettings) -> ScoringBackend | None:
+    if not own.student_backend:
+        return None
+    raise ValueError(f"student_backend: unknown backend {own.student_backend!r}")
+
+
+async def serve(settings: Settings) -> None:
+    own = StudentInferenceSettings()
+    servicer = StudentInferenceServicer(load_backend(own), own.max_products)
+    server = GrpcServer(
+        [ServiceBinding(SERVICE_NAME, servicer, student_inference_pb2_grpc.add_StudentInferenceServicer_to_server)],
+        settings.grpc_host,
+        settings.student_inference_port,
+        settings.grpc_grace_s,
+    )
+    metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
+    await server.serve_until_signal()

@@ -1,0 +1,221 @@
+"""Teacher labeling: turns candidate batches into teacher labels.
+
+Two ways in, one model:
+
+* the ``relevance.v1.TeacherLabeling/Label`` RPC for ad-hoc scoring;
+* a consumer group on ``relevance.candidates.v1`` that labels every candidate pair
+  and publishes one ``LabelRecord`` per pair to ``relevance.labels.v1``, keyed by the
+  pair so the compacted topic keeps the newest label. The same pair and teacher
+  version always produce the same key, event id and label, so redelivery after a
+  crash rewrites identical records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
+from services.core import bus, metrics
+from services.core.grpc_server import FailedPrecondition, GrpcServer, ServiceBinding, require
+from services.core.settings import Settings
+from services.core.topics import CANDIDATES, LABELS, pair_key
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "relevance.v1.TeacherLabeling"
+PRODUCER = "teacher-labeling"
+
+
+class TeacherLabelingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RELKD_", extra="ignore")
+
+    teacher_checkpoint: Path | None = Field(
+        None, description="Teacher checkpoint directory; unset: the service has no model."
+    )
+    teacher_group: str = Field(
+        "teacher-labeling", description="Consumer group of the labeling workers."
+    )
+    label_max_pairs: int = Field(1024, description="Most pairs one Label RPC may carry.")
+
+
+class Labeler(Protocol):
+    """What the service needs of a teacher (training.teacher.labeler.TeacherLabeler)."""
+
+    name: str
+    version: str
+
+    def label(self, pairs: Sequence[tuple[str, Mapping[str, Any]]], explain: bool = False) -> list[Any]: ...
+
+
+def product_dict(product: common_pb2.Product) -> dict[str, Any]:
+    """A protobuf Product as a row of the products table."""
+    return {
+        "product_id": product.product_id,
+        "title": product.title,
+        "product_type": product.product_type,
+        "category": product.category,
+        "brand": product.brand,
+        "attributes": dict(product.attributes),
+        "description": product.description,
+        "features": list(product.features),
+    }
+
+
+def _rationale(label: Any) -> common_pb2.Rationale | None:
+    rationale = getattr(label, "rationale", None)
+    if rationale is None:
+        return None
+    return common_pb2.Rationale(
+        category_match=int(rationale.category_match),
+        brand_match=int(rationale.brand_match),
+        attribute_match=int(rationale.attribute_match),
+        text=rationale.text,
+    )
+
+
+def validate_product(product: common_pb2.Product, field: str) -> None:
+    require(bool(product.product_id.strip()), f"{field}.product_id", "must not be empty")
+    require(bool(product.title.strip()), f"{field}.title", "must not be empty")
+
+
+class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer):
+    def __init__(self, labeler: Labeler | None, max_pairs: int) -> None:
+        self.labeler = labeler
+        self.max_pairs = max_pairs
+
+    def _require_model(self) -> Labeler:
+        if self.labeler is None:
+            raise FailedPrecondition("no teacher model loaded (set RELKD_TEACHER_CHECKPOINT)")
+        return self.labeler
+
+    async def Label(
+        self, request: teacher_labeling_pb2.LabelRequest, context: grpc.aio.ServicerContext
+    ) -> teacher_labeling_pb2.LabelResponse:
+        labeler = self._require_model()
+        require(len(request.pairs) > 0, "pairs", "must hold at least one pair")
+        require(len(request.pairs) <= self.max_pairs, "pairs", f"at most {self.max_pairs} pairs per call")
+        for i, pair in enumerate(request.pairs):
+            require(bool(pair.query.strip()), f"pairs[{i}].query", "must not be empty")
+            validate_product(pair.product, f"pairs[{i}].product")
+        inputs = [(p.query, product_dict(p.product)) for p in request.pairs]
+        labels = await asyncio.to_thread(labeler.label, inputs, request.explain)
+        return teacher_labeling_pb2.LabelResponse(
+            labels=[
+                teacher_labeling_pb2.PairLabel(
+                    query_id=pair.query_id,
+                    product_id=pair.product.product_id,
+                    grades=common_pb2.GradeDistribution(probs=label.grade_probs),
+                    expected_score=label.expected_score,
+                    rationale=_rationale(label),
+                )
+                for pair, label in zip(request.pairs, labels, strict=True)
+            ],
+            teacher=common_pb2.ModelRef(name=labeler.name, version=labeler.version),
+        )
+
+
+class CandidateLabelingHandler:
+    """The consumer side: labels candidate batches and publishes one label per pair."""
+
+    def __init__(self, labeler: Labeler, publisher: bus.Publisher) -> None:
+        self.labeler = labeler
+        self.publisher = publisher
+        self.teacher = common_pb2.ModelRef(name=labeler.name, version=labeler.version)
+
+    def __call__(self, deliveries: Sequence[bus.Delivery[topics_pb2.CandidateBatch]]) -> list[bus.Rejection]:
+        rejected: list[bus.Rejection] = []
+        pairs: list[tuple[topics_pb2.CandidateBatch, common_pb2.Product]] = []
+        for delivery in deliveries:
+            problem = self._problem(delivery.message)
+            if problem:
+                rejected.append(bus.Rejection(delivery, problem))
+                continue
+            pairs.extend((delivery.message, product) for product in delivery.message.products)
+        if pairs:
+            labels = self.labeler.label([(batch.query, product_dict(p)) for batch, p in pairs])
+            for (batch, product), label in zip(pairs, labels, strict=True):
+                self._publish(batch, product, label)
+        return rejected
+
+    @staticmethod
+    def _problem(batch: topics_pb2.CandidateBatch) -> str:
+        if not batch.query_id:
+            return "query_id: must not be empty"
+        if not batch.query.strip():
+            return "query: must not be empty"
+        for i, product in enumerate(batch.products):
+            if not product.product_id or not product.title.strip():
+                return f"products[{i}]: product_id and title are required"
+        return ""
+
+    def _publish(self, batch: topics_pb2.CandidateBatch, product: common_pb2.Product, label: Any) -> None:
+        key = pair_key(batch.query_id, product.product_id)
+        meta = bus.event_meta(PRODUCER)
+        # Deterministic id: a redelivered candidate yields a byte-identical label record
+        # apart from its timestamp, so consumers can de-duplicate on event_id.
+        meta.event_id = hashlib.sha1(f"{key}|{self.teacher.version}".encode()).hexdigest()
+        record = topics_pb2.LabelRecord(
+            meta=meta,
+            pair_key=key,
+            query_id=batch.query_id,
+            query=batch.query,
+            product_id=product.product_id,
+            grades=common_pb2.GradeDistribution(probs=label.grade_probs),
+            expected_score=label.expected_score,
+            teacher=self.teacher,
+            rationale=_rationale(label),
+        )
+        self.publisher.publish(LABELS, key, record)
+
+
+def load_labeler(path: Path | None) -> Labeler | None:
+    if path is None:
+        return None
+    from training.teacher.labeler import TeacherLabeler
+
+    return TeacherLabeler.from_checkpoint(path)
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the gRPC service and, when a teacher is loaded, the labeling workers."""
+    own = TeacherLabelingSettings()
+    labeler = load_labeler(own.teacher_checkpoint)
+    server = GrpcServer(
+        [ServiceBinding(SERVICE_NAME, TeacherLabelingServicer(labeler, own.label_max_pairs),
+                        teacher_labeling_pb2_grpc.add_TeacherLabelingServicer_to_server)],  # fmt: skip
+        settings.grpc_host,
+        settings.teacher_labeling_port,
+        settings.grpc_grace_s,
+    )
+    metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
+    loop: bus.ConsumerLoop | None = None
+    worker: threading.Thread | None = None
+    publisher: bus.Publisher | None = None
+    if labeler is not None and settings.kafka_bootstrap:
+        publisher = bus.Publisher(settings)
+        loop = bus.ConsumerLoop(
+            settings, CANDIDATES, own.teacher_group, CandidateLabelingHandler(labeler, publisher), publisher
+        )
+        worker = threading.Thread(target=loop.run, name="labeling-worker", daemon=True)
+        worker.start()
+    else:
+        log.warning("labeling workers not started", extra={"model": labeler is not None,
+                                                           "kafka": bool(settings.kafka_bootstrap)})  # fmt: skip
+
+    async def drain() -> None:
+        if loop is not None and worker is not None and publisher is not None:
+            loop.stop()
+            await asyncio.to_thread(worker.join)
+            publisher.close()
+
+    await server.serve_until_signal(on_stop=drain)
