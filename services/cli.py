@@ -1,7 +1,9 @@
 """`relkd`: the platform's command line.
 
 Each area owns its sub-command module (a ``typer.Typer`` named ``app``); this file
-only mounts them, so `relkd --help` lists the whole platform.
+only mounts them, so `relkd --help` lists the whole platform. Area modules import
+their heavy dependencies (torch, kserve, tritonclient) inside their commands, which
+keeps `relkd --help` fast and keeps kserve and tritonclient out of one process.
 """
 
 from __future__ import annotations
@@ -9,9 +11,14 @@ from __future__ import annotations
 import typer
 
 from services import demo, stack
+from services.candidate_generation import cli as candidates_cli
 from services.core import broker
+from services.jobs import cli as jobs_cli
 from training.data import cli as data_cli
 from training.eval import cli as eval_cli
+from training.export import cli as export_cli
+from training.student import cli as student_cli
+from training.teacher import cli as teacher_cli
 
 app = typer.Typer(
     name="relkd",
@@ -25,3 +32,9 @@ app.command("serve")(stack.serve_command)
 app.command("demo")(demo.demo_command)
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_command)
+app.add_typer(teacher_cli.app, name="teacher")
+app.add_typer(candidates_cli.app, name="candidates")
+# `relkd student train` and `relkd student export` live in two areas, one group.
+student_cli.app.add_typer(export_cli.app)
+app.add_typer(student_cli.app, name="student")
+app.add_typer(jobs_cli.app, name="jobs")

@@ -29,6 +29,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError
+from prometheus_client import Counter
 
 from relevance.v1 import common_pb2, topics_pb2
 from services.core import metrics
@@ -61,6 +62,7 @@ class Publisher:
         }
         config.update(producer_config)
         self._producer = KafkaProducer(**config)
+        self._published: dict[str, Counter] = {}
 
     def publish(self, topic: Topic, key: str, message: Message) -> None:
         """Queues one message; call :meth:`flush` before acting on its delivery."""
@@ -70,7 +72,10 @@ class Publisher:
                 f"not {message.DESCRIPTOR.full_name}"
             )
         self._producer.send(topic.name, key=key.encode(), value=message.SerializeToString())
-        metrics.PUBLISHED.labels(topic.name).inc()
+        counter = self._published.get(topic.name)
+        if counter is None:
+            counter = self._published[topic.name] = metrics.PUBLISHED.labels(topic.name)
+        counter.inc()
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Blocks until every queued message is acknowledged; raises if one failed."""

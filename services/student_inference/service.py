@@ -36,7 +36,10 @@ class StudentInferenceSettings(BaseSettings):
 
     max_products: int = Field(256, description="Most products one Score request may carry.")
     student_backend: str = Field(
-        "", description="Scoring backend: `triton`, or empty for none (Score answers FAILED_PRECONDITION)."
+        "",
+        description="Scoring backend: `triton` (a cross-encoder behind Triton), `two-tower` "
+        "(precomputed product embeddings, in-process query tower), or empty for none "
+        "(Score answers FAILED_PRECONDITION).",
     )
 
 
@@ -49,7 +52,10 @@ class ScoreResult:
 
 class ScoringBackend(Protocol):
     async def score(
-        self, query: str, products: Sequence[student_inference_pb2.ScoreProduct], timeout_s: float | None
+        self,
+        query: str,
+        products: Sequence[student_inference_pb2.ScoreProduct],
+        timeout_s: float | None,
     ) -> ScoreResult: ...
 
     def model(self) -> common_pb2.ModelRef: ...
@@ -82,7 +88,9 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
                 self.backend.score(request.query, request.products, timeout_s), timeout_s
             )
         except TimeoutError as exc:
-            raise DeadlineExceeded("the student did not answer within the caller's deadline") from exc
+            raise DeadlineExceeded(
+                "the student did not answer within the caller's deadline"
+            ) from exc
         return student_inference_pb2.ScoreResponse(
             scores=[
                 student_inference_pb2.ProductScore(product_id=p.product_id, score=s)
@@ -95,16 +103,33 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
 
 
 def load_backend(own: StudentInferenceSettings) -> ScoringBackend | None:
+    """The backend RELKD_STUDENT_BACKEND names; each reads its own RELKD_ settings."""
     if not own.student_backend:
         return None
-    raise ValueError(f"student_backend: unknown backend {own.student_backend!r}")
+    # Imported on demand: backends imports this module (ScoreResult).
+    from services.student_inference.backends import TritonBackend, TwoTowerBackend
+
+    if own.student_backend == "triton":
+        return TritonBackend()
+    if own.student_backend == "two-tower":
+        return TwoTowerBackend()
+    raise ValueError(
+        f"student_backend: unknown backend {own.student_backend!r}; expected 'triton', "
+        "'two-tower' or empty"
+    )
 
 
 async def serve(settings: Settings) -> None:
     own = StudentInferenceSettings()
     servicer = StudentInferenceServicer(load_backend(own), own.max_products)
     server = GrpcServer(
-        [ServiceBinding(SERVICE_NAME, servicer, student_inference_pb2_grpc.add_StudentInferenceServicer_to_server)],
+        [
+            ServiceBinding(
+                SERVICE_NAME,
+                servicer,
+                student_inference_pb2_grpc.add_StudentInferenceServicer_to_server,
+            )
+        ],
         settings.grpc_host,
         settings.student_inference_port,
         settings.grpc_grace_s,

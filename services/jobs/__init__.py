@@ -1,0 +1,1 @@
+"""Kubernetes side of the platform: training Job launcher and offline manifest checks."""

@@ -1,0 +1,368 @@
+"""Scoring backends of the student-inference service.
+
+* :class:`TritonBackend` - a cross-encoder served by NVIDIA Triton (or any KServe v2
+  gRPC server), called with ``tritonclient``'s asyncio gRPC client. One request carries
+  one query and all its candidates (``product_text`` BYTES [-1]), so a request is
+  already a batch; cross-request batching is Triton's (the GPU repository's ONNX model
+  has a dynamic batcher).
+* :class:`TwoTowerBackend` - a two-tower student: product embeddings were precomputed
+  at export; per request only the small query tower runs, in-process with ONNX Runtime.
+
+Neither imports torch: tokenisation (for the truncation count and the query tower) uses
+the exported ``tokenizer.json`` with the ``tokenizers`` library.
+
+Settings (environment variables, prefix ``RELKD_``) are documented on
+:class:`TritonBackendSettings` and :class:`TwoTowerSettings` and in
+``docs/student-inference.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from tokenizers import Tokenizer
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from relevance.v1 import common_pb2, student_inference_pb2
+from services.core.grpc_server import DeadlineExceeded, InvalidArgument, Unavailable
+from services.student_inference.service import ScoreResult
+from services.student_inference.triton_runtime import TritonServer
+from training.data.text import product_text
+from training.export.spec import CrossEncoderSpec, TwoTowerSpec, read_spec
+
+log = logging.getLogger(__name__)
+
+# File names inside an export directory and a Triton version directory
+# (training/export/exporter.py and triton_repo.py write them; importing those modules
+# would pull torch into the service).
+TOKENIZER_JSON = "tokenizer.json"
+EXPORT_TOKENIZER = Path("tokenizer") / TOKENIZER_JSON
+QUERY_TOWER_ONNX = "query_tower.onnx"
+QUERY_TOWER_INT8 = "query_tower.int8.onnx"
+PRODUCT_EMBEDDINGS = "product_embeddings.npy"
+PRODUCT_IDS = "product_ids.json"
+SCORING_JSON = "scoring.json"
+
+# The text fields a ScoreProduct carries; a student trained on others cannot be served.
+REQUEST_TEXT_FIELDS = ("title", "product_type", "brand")
+
+# Reconnect quickly after Triton comes back: gRPC's default backoff grows to 120 s,
+# during which every request would fail fast with UNAVAILABLE.
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
+_UNAVAILABLE_STATUSES = {
+    str(grpc.StatusCode.UNAVAILABLE),
+    str(grpc.StatusCode.CANCELLED),
+    str(grpc.StatusCode.UNKNOWN),
+}
+
+
+class TritonBackendSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RELKD_", extra="ignore")
+
+    triton_url: str = Field("127.0.0.1:8001", description="host:port of Triton's gRPC endpoint.")
+    student_model: str = Field("relkd-student", description="Triton model name of the student.")
+    student_model_version: str = Field(
+        "", description="Triton model version to call; empty = the latest loaded version."
+    )
+    triton_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Longest wait for one Triton call (the caller's deadline may cut it).",
+    )
+    triton_model_repository: Path = Field(
+        Path(".relkd/triton-repo"),
+        description="The Triton model repository (mounted read-only): the service reads each "
+        "version's student.json and tokenizer.json from it for text fields and truncation.",
+    )
+
+
+class TwoTowerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RELKD_", extra="ignore")
+
+    student_export_dir: Path = Field(
+        Path(".relkd/export/student"), description="Export directory of a two-tower student."
+    )
+    query_tower_int8: bool = Field(False, description="Run the int8 query tower.")
+    query_tower_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads.")
+
+
+def _request_rows(products: Sequence[student_inference_pb2.ScoreProduct]) -> list[dict[str, str]]:
+    return [{f: getattr(p, f) for f in REQUEST_TEXT_FIELDS} for p in products]
+
+
+def _check_text_fields(spec: CrossEncoderSpec | TwoTowerSpec, where: Path) -> None:
+    unsupported = sorted(set(spec.text_fields) - set(REQUEST_TEXT_FIELDS))
+    if unsupported:
+        raise ValueError(
+            f"{where}: text_fields {unsupported} are not carried by ScoreProduct "
+            f"({list(REQUEST_TEXT_FIELDS)}); this student cannot be served"
+        )
+
+
+@dataclass(frozen=True)
+class TextPolicy:
+    """How one student version reads products: its text fields and token limit."""
+
+    text_fields: tuple[str, ...]
+    max_length: int
+    tokenizer: Tokenizer
+
+    @classmethod
+    def load(cls, spec_dir: Path, tokenizer_json: Path) -> TextPolicy:
+        spec = read_spec(spec_dir)
+        _check_text_fields(spec, spec_dir)
+        tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        # Counting needs the full length: the saved tokenizer may carry the trainer's
+        # truncation and padding.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return cls(tuple(spec.text_fields), spec.max_length, tokenizer)
+
+    def texts(self, products: Sequence[student_inference_pb2.ScoreProduct]) -> list[str]:
+        return [product_text(row, self.text_fields) for row in _request_rows(products)]
+
+    def count_truncated(self, query: str | None, texts: Sequence[str]) -> int:
+        """Inputs longer than ``max_length`` tokens (pairs with ``query``, else texts alone)."""
+        inputs = [(query, t) for t in texts] if query is not None else list(texts)
+        encodings = self.tokenizer.encode_batch(inputs)
+        return sum(len(e.ids) > self.max_length for e in encodings)
+
+
+def _latest_version(model_dir: Path) -> str:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        raise ValueError(
+            f"{model_dir}: no numbered version directories (RELKD_TRITON_MODEL_REPOSITORY)"
+        )
+    return str(max(versions))
+
+
+class TritonBackend:
+    """A cross-encoder behind Triton; one asyncio gRPC client per event loop, reused.
+
+    Text fields and the truncation limit come from the served version's
+    ``student.json``/``tokenizer.json`` in the model repository. They are reloaded when
+    a response reports a new version, so a request that straddles a version switch is
+    rendered with the previous version's fields (versions of one model share them).
+    """
+
+    def __init__(self, settings: TritonBackendSettings | None = None) -> None:
+        self.settings = settings or TritonBackendSettings()
+        self.model_dir = self.settings.triton_model_repository / self.settings.student_model
+        version = self.settings.student_model_version or _latest_version(self.model_dir)
+        self._policy = self._load_policy(version)
+        self._version = version
+        self._client: InferenceServerClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    def _load_policy(self, version: str) -> TextPolicy:
+        version_dir = self.model_dir / version
+        return TextPolicy.load(version_dir, version_dir / TOKENIZER_JSON)
+
+    def _get_client(self) -> InferenceServerClient:
+        # grpc.aio channels belong to the loop that created them.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = InferenceServerClient(
+                self.settings.triton_url, channel_args=_CHANNEL_ARGS
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def model(self) -> common_pb2.ModelRef:
+        return common_pb2.ModelRef(name=self.settings.student_model, version=self._version)
+
+    async def score(
+        self,
+        query: str,
+        products: Sequence[student_inference_pb2.ScoreProduct],
+        timeout_s: float | None,
+    ) -> ScoreResult:
+        policy = self._policy
+        texts = policy.texts(products)
+        query_input = InferInput("query", [1], "BYTES")
+        query_input.set_data_from_numpy(np.array([query.encode()], dtype=np.object_))
+        text_input = InferInput("product_text", [len(texts)], "BYTES")
+        text_input.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+        limit = self.settings.triton_timeout_s
+        caller_binds = timeout_s is not None and timeout_s < limit
+        # The Rust tokenizer releases the GIL: count truncations while Triton scores.
+        counting = asyncio.create_task(asyncio.to_thread(policy.count_truncated, query, texts))
+        try:
+            result = await self._get_client().infer(
+                self.settings.student_model,
+                [query_input, text_input],
+                model_version=self.settings.student_model_version,
+                outputs=[InferRequestedOutput("score")],
+                client_timeout=min(limit, timeout_s) if timeout_s is not None else limit,
+            )
+        except InferenceServerException as exc:
+            counting.cancel()
+            raise self._translate(exc, caller_binds) from exc
+        truncated = await counting
+        version = result.get_response().model_version
+        if version and version != self._version:
+            log.info("serving new model version", extra={"from": self._version, "to": version})
+            self._policy = await asyncio.to_thread(self._load_policy, version)
+            self._version = version
+        scores = result.as_numpy("score")
+        if scores is None or scores.shape != (len(texts),):
+            raise Unavailable(f"Triton answered a malformed score tensor for {len(texts)} products")
+        return ScoreResult(scores=scores.astype(float).tolist(), truncated=truncated)
+
+    def _translate(self, exc: InferenceServerException, caller_binds: bool) -> Exception:
+        status = exc.status()
+        target = f"Triton at {self.settings.triton_url} (model {self.settings.student_model})"
+        if status == str(grpc.StatusCode.DEADLINE_EXCEEDED):
+            if caller_binds:
+                return DeadlineExceeded(f"{target} did not answer within the caller's deadline")
+            return Unavailable(
+                f"{target} did not answer within {self.settings.triton_timeout_s} s "
+                "(RELKD_TRITON_TIMEOUT_S)"
+            )
+        if status in _UNAVAILABLE_STATUSES or status is None:
+            return Unavailable(f"{target} is unavailable: {exc.message()}")
+        # NOT_FOUND (model or version not loaded), INVALID_ARGUMENT, INTERNAL: the
+        # student cannot answer, which the caller should treat like an outage.
+        return Unavailable(f"{target} failed: {status}: {exc.message()}")
+
+
+class TwoTowerBackend:
+    """A two-tower student: precomputed product embeddings, the query tower in-process.
+
+    Products missing from the precomputed table are rejected with INVALID_ARGUMENT
+    naming ``products[i].product_id``: the export ships no product tower, and an
+    unindexed product means the catalog and the export are out of step (re-export).
+    """
+
+    def __init__(self, settings: TwoTowerSettings | None = None) -> None:
+        self.settings = settings or TwoTowerSettings()
+        export_dir = self.settings.student_export_dir
+        spec = read_spec(export_dir)
+        if not isinstance(spec, TwoTowerSpec):
+            raise ValueError(
+                f"{export_dir}: kind={spec.kind!r}; TwoTowerBackend needs a two-tower export"
+            )
+        self.spec = spec
+        self.policy = TextPolicy.load(export_dir, export_dir / EXPORT_TOKENIZER)
+        self._encoder = Tokenizer.from_file(str(export_dir / EXPORT_TOKENIZER))
+        self._encoder.enable_truncation(spec.max_length)
+        self._encoder.no_padding()
+        scoring = json.loads((export_dir / SCORING_JSON).read_text())
+        self.scale, self.bias = float(scoring["scale"]), float(scoring["bias"])
+        self.embeddings = np.load(export_dir / PRODUCT_EMBEDDINGS).astype(np.float32)
+        ids = json.loads((export_dir / PRODUCT_IDS).read_text())
+        if len(ids) != len(self.embeddings):
+            raise ValueError(
+                f"{export_dir}: {PRODUCT_IDS} has {len(ids)} ids but {PRODUCT_EMBEDDINGS} "
+                f"has {len(self.embeddings)} rows"
+            )
+        self.rows = {product_id: row for row, product_id in enumerate(ids)}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.settings.query_tower_threads
+        options.inter_op_num_threads = 1
+        graph = QUERY_TOWER_INT8 if self.settings.query_tower_int8 else QUERY_TOWER_ONNX
+        self.session = ort.InferenceSession(
+            str(export_dir / graph), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def model(self) -> common_pb2.ModelRef:
+        return common_pb2.ModelRef(name=self.spec.name, version=self.spec.version)
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """The L2-normalised query embedding [hidden]."""
+        encoding = self._encoder.encode(query)
+        fields = {
+            "input_ids": encoding.ids,
+            "attention_mask": encoding.attention_mask,
+            "token_type_ids": encoding.type_ids,
+        }
+        feeds = {name: np.asarray([fields[name]], dtype=np.int64) for name in self.input_names}
+        (embedding,) = self.session.run(["embedding"], feeds)
+        return embedding[0]
+
+    def _score(
+        self, query: str, products: Sequence[student_inference_pb2.ScoreProduct]
+    ) -> ScoreResult:
+        rows = []
+        for i, product in enumerate(products):
+            row = self.rows.get(product.product_id)
+            if row is None:
+                raise InvalidArgument(
+                    f"products[{i}].product_id",
+                    f"unknown product {product.product_id!r}: not in the two-tower export's "
+                    "precomputed embeddings",
+                )
+            rows.append(row)
+        cosine = self.embeddings[rows] @ self.embed_query(query)
+        # The embeddings were computed at export from the catalog's text; the request's
+        # text is counted as the product tower read it (text alone, not paired).
+        truncated = self.policy.count_truncated(None, self.policy.texts(products))
+        return ScoreResult(scores=(self.scale * cosine + self.bias).tolist(), truncated=truncated)
+
+    async def score(
+        self,
+        query: str,
+        products: Sequence[student_inference_pb2.ScoreProduct],
+        timeout_s: float | None,
+    ) -> ScoreResult:
+        # ONNX Runtime releases the GIL; a worker thread keeps the event loop serving.
+        return await asyncio.to_thread(self._score, query, products)
+
+
+def write_cpu_repository(
+    export_dir: Path, repository: Path, *, model_name: str | None = None
+) -> str:
+    """Add a cross-encoder export to ``repository`` (CPU variant); returns the model name."""
+    # Imported here: the repository writer needs transformers, the service does not.
+    from training.export.triton_repo import write_triton_repository
+
+    spec = read_spec(export_dir)
+    name = model_name or spec.name
+    write_triton_repository(export_dir, repository, variant="cpu", model_name=name)
+    return name
+
+
+def triton_env(server: TritonServer, model_name: str) -> dict[str, str]:
+    """The environment student-inference needs to score through ``server``."""
+    return {
+        "RELKD_STUDENT_BACKEND": "triton",
+        "RELKD_TRITON_URL": server.grpc_url,
+        "RELKD_STUDENT_MODEL": model_name,
+        "RELKD_STUDENT_MODEL_VERSION": "",
+        "RELKD_TRITON_MODEL_REPOSITORY": str(server.model_repository),
+    }
+
+
+def two_tower_env(export_dir: Path) -> dict[str, str]:
+    """The environment student-inference needs to serve a two-tower export."""
+    return {
+        "RELKD_STUDENT_BACKEND": "two-tower",
+        "RELKD_STUDENT_EXPORT_DIR": str(Path(export_dir).resolve()),
+    }

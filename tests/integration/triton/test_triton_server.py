@@ -1,0 +1,97 @@
+"""A real tritonserver (PyPI nvidia-pytriton) serving the CPU repository of a student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from services.student_inference.triton_runtime import (
+    TritonNotInstalledError,
+    TritonServer,
+    TritonSettings,
+)
+from training.export.exporter import export_student
+from training.export.triton_repo import write_triton_repository
+
+pytestmark = pytest.mark.integration
+
+QUERY = "grey sofa"
+TEXTS = [
+    "three-seat grey fabric sofa with a very long description that gets truncated at 32 "
+    "tokens because the student's max_length is small, and then some more words",
+    "oak desk",
+    "floor lamp with linen shade",
+]
+
+
+def _torch_scores(checkpoint: Path) -> tuple[np.ndarray, np.ndarray]:
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint / "model").eval()
+    batch = tokenizer(
+        [QUERY] * len(TEXTS),
+        TEXTS,
+        truncation="longest_first",
+        max_length=32,
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.inference_mode():
+        probs = model(**batch).logits.softmax(-1)
+    return (probs * torch.arange(4.0)).sum(-1).numpy(), probs.numpy()
+
+
+def _infer(server: TritonServer, texts: list[str]) -> grpcclient.InferResult:
+    query = grpcclient.InferInput("query", [1], "BYTES")
+    query.set_data_from_numpy(np.array([QUERY.encode()], dtype=np.object_))
+    products = grpcclient.InferInput("product_text", [len(texts)], "BYTES")
+    products.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+    with server.client() as client:
+        return client.infer("ce", [query, products])
+
+
+def test_cpu_repository_serves_torch_scores_and_new_versions(
+    triton_install, make_cross_encoder, tmp_path
+):
+    repository = tmp_path / "repo"
+    first = make_cross_encoder(1)
+    export_student(first, tmp_path / "v1", int8=False)
+    write_triton_repository(tmp_path / "v1", repository, model_name="ce")
+
+    with TritonServer(repository, model_control="explicit") as server:
+        with server.client() as client:
+            assert client.get_model_repository_index().models[0].name == "ce"
+            assert not client.is_model_ready("ce")
+        server.load_model("ce")
+        with server.client() as client:
+            config = client.get_model_config("ce").config
+        assert [i.name for i in config.input] == ["query", "product_text"]
+
+        result = _infer(server, TEXTS)
+        scores, probs = _torch_scores(first)
+        assert result.get_response().model_version == "1"
+        np.testing.assert_allclose(result.as_numpy("score"), scores, atol=1e-4)
+        np.testing.assert_allclose(result.as_numpy("grade_probs"), probs, atol=1e-4)
+        assert _infer(server, []).as_numpy("score").shape == (0,)
+
+        second = make_cross_encoder(2)
+        export_student(second, tmp_path / "v2", int8=False)
+        write_triton_repository(tmp_path / "v2", repository, model_name="ce")
+        server.load_model("ce")
+        result = _infer(server, TEXTS)
+        new_scores, _ = _torch_scores(second)
+        assert result.get_response().model_version == "2"
+        np.testing.assert_allclose(result.as_numpy("score"), new_scores, atol=1e-4)
+        assert not np.allclose(new_scores, scores, atol=1e-4)
+        pid = server.pid
+    assert pid is not None and not Path(f"/proc/{pid}").exists()
+
+
+def test_missing_venv_is_a_clear_error(tmp_path):
+    settings = TritonSettings(triton_venv=tmp_path / "nowhere")
+    with pytest.raises(TritonNotInstalledError, match="triton_runtime setup"):
+        TritonServer(tmp_path, settings=settings).start()

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.student.config import StudentTrainConfig
+from training.student.examples import HUMAN, TEACHER, QueryPairSampler, load_training_set
+
+
+def test_training_set_mixes_sources_and_excludes_eval_queries(tiny_config: StudentTrainConfig):
+    data = load_training_set(tiny_config)
+    sources = {e.source for e in data.examples}
+    assert sources == {HUMAN, TEACHER}
+    # q8 is a dev query the teacher labeled; q8..q13 are dev/test.
+    assert {e.query_id for e in data.examples}.isdisjoint({f"q{i}" for i in range(8, 14)})
+    assert data.human_queries == 8 and data.teacher_queries == 4
+    for e in data.examples:
+        assert e.grade_probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert e.score == pytest.approx(float(e.grade_probs @ np.arange(4)), abs=1e-4)
+
+
+def test_human_only_and_fractions(tiny_config: StudentTrainConfig):
+    human_only = load_training_set(tiny_config.model_copy(update={"use_teacher_labels": False}))
+    assert {e.source for e in human_only.examples} == {HUMAN}
+    half = load_training_set(
+        tiny_config.model_copy(update={"use_teacher_labels": False, "human_fraction": 0.5})
+    )
+    assert half.human_queries == 4
+    assert {e.query_id for e in half.examples} < {e.query_id for e in human_only.examples}
+
+
+def test_augmented_sizes_are_nested(tiny_config: StudentTrainConfig):
+    def teacher_queries(n: int) -> set[str]:
+        data = load_training_set(tiny_config.model_copy(update={"augmented_queries": n}))
+        return {e.query_id for e in data.examples if e.source == TEACHER}
+
+    small, large = teacher_queries(1), teacher_queries(3)
+    assert len(small) == 1 and len(large) == 3 and small < large
+
+
+def test_sampler_pairs_share_a_query_and_have_real_margins(tiny_config: StudentTrainConfig):
+    examples = load_training_set(tiny_config).examples
+    sampler = QueryPairSampler(
+        examples, queries_per_batch=3, pairs_per_query=5, min_margin=0.5, seed=1
+    )
+    for number in range(2 * sampler.batches_per_pass):
+        batch = sampler.batch(number)
+        assert batch.shape[1] == 2 and len(batch) <= 15
+        for i, j in batch:
+            assert examples[i].query_id == examples[j].query_id
+            assert examples[i].score - examples[j].score >= 0.5
+    # Deterministic by (seed, batch number): what resume relies on.
+    again = QueryPairSampler(
+        examples, queries_per_batch=3, pairs_per_query=5, min_margin=0.5, seed=1
+    )
+    assert np.array_equal(sampler.batch(7), again.batch(7))
+
+
+def test_sampler_rejects_data_without_margins(tiny_config: StudentTrainConfig):
+    examples = load_training_set(tiny_config).examples
+    with pytest.raises(ValueError, match="min_margin"):
+        QueryPairSampler(examples, queries_per_batch=2, pairs_per_query=2, min_margin=9, seed=0)
+
+
+def test_missing_teacher_table_is_named(tiny_config: StudentTrainConfig, tmp_path):
+    import shutil
+
+    copy = tmp_path / "ds"
+    shutil.copytree(tiny_config.dataset_dir, copy)
+    (copy / "teacher_labels.parquet").unlink()
+    with pytest.raises(ValueError, match="teacher_labels"):
+        load_training_set(tiny_config.model_copy(update={"dataset_dir": copy}))

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+from training.student.checkpoint import load_model, load_student
+from training.student.models import CrossEncoderStudent, TwoTowerStudent
+
+PRODUCTS = [{"product_id": "a", "title": "acme sofa"}, {"product_id": "b", "title": "nova lamp"}]
+QUERIES = ["acme sofa", "acme sofa"]
+
+
+def _cross(base: str) -> CrossEncoderStudent:
+    return CrossEncoderStudent.from_base(base, num_layers=1, max_length=16, text_fields=["title"])
+
+
+def test_cross_encoder_scores_are_expected_grades(tiny_base_model: str):
+    model = _cross(tiny_base_model).eval()
+    assert model.model.config.num_hidden_layers == 1
+    out = model(model.tokenize(QUERIES, ["acme sofa", "nova lamp"]))
+    expected = out.grade_logits.softmax(-1) @ torch.arange(4.0)
+    assert torch.allclose(out.scores, expected)
+    assert out.rationale_logits.shape == (2, 3, 3)
+
+
+def test_cross_encoder_checkpoint_contract(tiny_base_model: str, tmp_path: Path):
+    model = _cross(tiny_base_model).eval()
+    model.save(tmp_path, name="ce", version="7")
+    meta = json.loads((tmp_path / "student.json").read_text())
+    assert meta == {
+        "kind": "cross-encoder",
+        "name": "ce",
+        "version": "7",
+        "max_length": 16,
+        "text_fields": ["title"],
+        "num_grades": 4,
+    }
+    # The exporter loads the serving model with plain transformers.
+    hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    inputs = model.tokenize(QUERIES, ["acme sofa", "nova lamp"])
+    with torch.no_grad():
+        assert torch.allclose(hf(**inputs).logits, model(inputs).grade_logits, atol=1e-5)
+
+    scorer = load_student(tmp_path, device="cpu")
+    assert scorer.name == "ce:7"
+    with torch.no_grad():
+        direct = model(inputs).scores.numpy()
+    assert np.allclose(scorer.score_pairs(QUERIES, PRODUCTS), direct, atol=1e-5)
+    probs = scorer.grade_probs(QUERIES, PRODUCTS)
+    assert probs.shape == (2, 4) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_two_tower_checkpoint_contract(tiny_base_model: str, tmp_path: Path, shared: bool):
+    model = TwoTowerStudent.from_base(
+        tiny_base_model, num_layers=1, max_length=16, text_fields=["title"], shared=shared
+    )
+    with torch.no_grad():
+        model.scale.fill_(2.5)
+        model.bias.fill_(0.25)
+    assert model.shared is shared
+    model.eval().save(tmp_path, name="tt", version="1")
+    meta = json.loads((tmp_path / "student.json").read_text())
+    assert meta["kind"] == "two-tower" and meta["pooling"] == "mean"
+    assert meta["scale"] == pytest.approx(2.5) and meta["bias"] == pytest.approx(0.25)
+    for tower in ("query_tower", "product_tower"):
+        AutoModel.from_pretrained(tmp_path / tower)
+
+    # Precomputed product embeddings give the same score as the full forward pass.
+    inputs = model.tokenize(QUERIES, ["acme sofa", "nova lamp"])
+    with torch.no_grad():
+        q = model.embed_queries(inputs["query"])
+        p = model.embed_products(inputs["product"])
+        assert torch.allclose(q.norm(dim=-1), torch.ones(2), atol=1e-5)
+        from_embeddings = model.score_embeddings(q, p)
+        assert torch.allclose(from_embeddings, model(inputs).scores, atol=1e-5)
+
+    reloaded = load_model(tmp_path)
+    assert reloaded.shared is shared
+    scores = load_student(tmp_path, device="cpu").score_pairs(QUERIES, PRODUCTS)
+    assert np.allclose(scores, from_embeddings.numpy(), atol=1e-5)
+
+
+def test_load_student_rejects_non_checkpoints(tmp_path: Path):
+    with pytest.raises(ValueError, match=r"student\.json"):
+        load_student(tmp_path)
+    (tmp_path / "student.json").write_text(json.dumps({"kind": "gbdt"}))
+    with pytest.raises(ValueError, match="gbdt"):
+        load_student(tmp_path)

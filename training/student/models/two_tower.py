@@ -1,0 +1,171 @@
+"""Representation-based student: a query tower and a product tower.
+
+Each tower mean-pools a MiniLM encoder and L2-normalises the result, so product
+embeddings can be computed once per catalog change and queries embedded online. The
+score is ``scale * cos(q, p) + bias`` with a learned scale and bias, which maps the
+cosine onto the grade scale Margin-MSE and MSE compare against. A small grade head
+on the cosine gives the grade distribution for the KL loss; it and the rationale heads
+are training-only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from training.data import schema
+from training.student.models.base import (
+    RationaleHeads,
+    StudentModel,
+    StudentOutput,
+    default_base_model,
+)
+
+KIND = "two-tower"
+QUERY_TOWER = "query_tower"
+PRODUCT_TOWER = "product_tower"
+# Cosines of related texts sit around 0..1; this start maps them roughly onto 0..3.
+INITIAL_SCALE = 3.0
+INITIAL_BIAS = 0.0
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class TwoTowerStudent(StudentModel):
+    kind = KIND
+
+    def __init__(
+        self,
+        query_tower: PreTrainedModel,
+        product_tower: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int,
+        text_fields: list[str],
+        scale: float = INITIAL_SCALE,
+        bias: float = INITIAL_BIAS,
+    ) -> None:
+        super().__init__()
+        self.query_tower = query_tower
+        # Registered once when shared, so the optimizer sees each weight once.
+        self.product_tower = product_tower
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.text_fields = list(text_fields)
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+        self.grade_head = nn.Linear(1, schema.NUM_GRADES)
+        hidden = query_tower.config.hidden_size
+        self.rationale = RationaleHeads(3 * hidden)
+
+    @property
+    def shared(self) -> bool:
+        return self.query_tower is self.product_tower
+
+    @classmethod
+    def from_base(
+        cls,
+        base_model: str | None = None,
+        *,
+        num_layers: int | None,
+        max_length: int,
+        text_fields: list[str],
+        shared: bool = True,
+    ) -> TwoTowerStudent:
+        path = base_model or default_base_model()
+        overrides: dict[str, Any] = {}
+        if num_layers is not None:
+            overrides["num_hidden_layers"] = num_layers
+        query_tower = AutoModel.from_pretrained(path, add_pooling_layer=False, **overrides)
+        product_tower = (
+            query_tower
+            if shared
+            else AutoModel.from_pretrained(path, add_pooling_layer=False, **overrides)
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(
+            query_tower, product_tower, tokenizer, max_length=max_length, text_fields=text_fields
+        )
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, meta: dict[str, Any]) -> TwoTowerStudent:
+        query_tower = AutoModel.from_pretrained(path / QUERY_TOWER, add_pooling_layer=False)
+        product_tower = (
+            query_tower
+            if meta.get("shared_towers", False)
+            else AutoModel.from_pretrained(path / PRODUCT_TOWER, add_pooling_layer=False)
+        )
+        student = cls(
+            query_tower,
+            product_tower,
+            AutoTokenizer.from_pretrained(path / QUERY_TOWER),
+            max_length=meta["max_length"],
+            text_fields=meta["text_fields"],
+            scale=meta["scale"],
+            bias=meta["bias"],
+        )
+        student.load_aux(path)
+        return student
+
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(
+            self.tokenizer(
+                texts,
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+        )
+
+    def tokenize(self, queries: list[str], texts: list[str]) -> dict[str, Any]:
+        return {"query": self._tokens(queries), "product": self._tokens(texts)}
+
+    @staticmethod
+    def _embed(tower: PreTrainedModel, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = tower(**tokens).last_hidden_state
+        return F.normalize(mean_pool(hidden, tokens["attention_mask"]).float(), dim=-1)
+
+    def embed_queries(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._embed(self.query_tower, tokens)
+
+    def embed_products(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._embed(self.product_tower, tokens)
+
+    def score_embeddings(self, query: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+        return self.scale * (query * product).sum(-1) + self.bias
+
+    def forward(self, inputs: dict[str, Any]) -> StudentOutput:
+        query = self.embed_queries(inputs["query"])
+        product = self.embed_products(inputs["product"])
+        cosine = (query * product).sum(-1)
+        return StudentOutput(
+            scores=self.scale * cosine + self.bias,
+            grade_logits=self.grade_head(cosine.unsqueeze(-1)),
+            rationale_logits=self.rationale(torch.cat([query, product, query * product], -1)),
+        )
+
+    def encoders(self) -> list[nn.Module]:
+        return [self.query_tower] if self.shared else [self.query_tower, self.product_tower]
+
+    def aux_modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"grade_head": self.grade_head, "rationale": self.rationale})
+
+    def _save_serving(self, path: Path) -> dict[str, Any]:
+        for folder, tower in ((QUERY_TOWER, self.query_tower), (PRODUCT_TOWER, self.product_tower)):
+            tower.save_pretrained(path / folder)
+            self.tokenizer.save_pretrained(path / folder)
+        return {
+            "scale": float(self.scale.detach()),
+            "bias": float(self.bias.detach()),
+            "pooling": "mean",
+            "shared_towers": self.shared,
+        }

@@ -1,0 +1,479 @@
+"""Fine-tune a teacher on a dataset's train split; early stopping and calibration on dev.
+
+Entry points: ``relkd teacher train`` and ``python -m training.teacher.train --config
+run.yaml`` (the Kubernetes Job / ``torchrun`` entry point). Under ``torchrun`` every
+process trains a DistributedDataParallel replica on its shard of each epoch; all ranks
+evaluate the (small, capped) dev split so they take identical early-stopping decisions,
+and rank 0 alone writes checkpoints.
+
+The loss is the cross-entropy against the raters' grade distribution (Walmart's
+"classification with soft targets"); a one-hot distribution makes it ordinary hard-label
+training. A generative teacher is trained on prompt -> rationale -> ``Grade: g`` with the
+same soft loss on the grade token, plus the LM loss on the rationale (see ``explain.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.nn.parallel import DistributedDataParallel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from training.data.schema import NUM_GRADES, Split
+from training.teacher import explain
+from training.teacher.config import TeacherTrainConfig
+from training.teacher.data import JudgedPair, load_split
+from training.teacher.metrics import grade_metrics
+from training.teacher.modeling import (
+    autocast,
+    is_decoder,
+    load_causal_lm,
+    load_classifier,
+    load_tokenizer,
+    resolve_precision,
+)
+from training.teacher.templates import render, resolve_template
+
+TEACHER_FILE = "teacher.json"
+CONFIG_FILE = "train_config.yaml"
+RESUME_DIR = "last"
+
+console = Console(stderr=True)
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised training/dev example (a pair, or one of a pair's SFT sequences)."""
+
+    input_ids: list[int]
+    target: np.ndarray
+    lm_labels: list[int] | None = None
+    grade_position: int | None = None
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def smoothed(target: np.ndarray, config: TeacherTrainConfig) -> np.ndarray:
+    if config.hard_labels:
+        target = np.eye(NUM_GRADES, dtype=np.float32)[int(target.argmax())]
+    eps = config.label_smoothing
+    return (1 - eps) * target + eps / NUM_GRADES
+
+
+def encode(
+    pairs: Sequence[JudgedPair],
+    tokenizer: PreTrainedTokenizerBase,
+    config: TeacherTrainConfig,
+    template: str,
+    tokens: explain.GradeTokens | None,
+    with_rationale: bool,
+) -> list[Encoded]:
+    """Tokenise pairs; generative teachers get a direct and (optionally) a step-by-step
+    sequence per pair so both the classifier path and the explainable path are trained."""
+    encoded: list[Encoded] = []
+    for pair in pairs:
+        target = smoothed(pair.target, config).astype(np.float32)
+        if tokens is None:
+            text = render(template, pair.query, pair.product)
+            ids = tokenizer(text, truncation=True, max_length=config.max_length)["input_ids"]
+            encoded.append(Encoded(ids, target))
+            continue
+        prompts = [(explain.direct_prompt(template, pair.query, pair.product), "")]
+        if with_rationale:
+            reasoning = explain.rationale_text(
+                pair.category_match, pair.brand_match, pair.attribute_match
+            )
+            prompts.append(
+                (explain.step_by_step_prompt(template, pair.query, pair.product), reasoning)
+            )
+        for prompt, reasoning in prompts:
+            seq = explain.sft_sequence(
+                tokenizer, tokens, prompt, reasoning, pair.grade, config.max_length
+            )
+            encoded.append(Encoded(seq.input_ids, target, seq.lm_labels, seq.grade_position))
+    return encoded
+
+
+def collate(examples: Sequence[Encoded], pad_id: int) -> Batch:
+    """Right-padded tensors (see modeling.py for why scoring never pads on the left)."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+        attention[row, : len(example.input_ids)] = 1
+    batch: Batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "target": torch.from_numpy(np.stack([e.target for e in examples])),
+    }
+    if examples[0].lm_labels is not None:
+        labels = torch.full((len(examples), width), -100, dtype=torch.long)
+        for row, example in enumerate(examples):
+            labels[row, : len(example.input_ids)] = torch.tensor(example.lm_labels)
+        batch["lm_labels"] = labels
+        batch["grade_position"] = torch.tensor([e.grade_position for e in examples])
+    return batch
+
+
+class GradeHead:
+    """Maps a model's output to grade logits [batch, NUM_GRADES] (+ an LM loss term)."""
+
+    def __init__(self, tokens: explain.GradeTokens | None) -> None:
+        self.tokens = tokens
+
+    def __call__(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        if self.tokens is None:
+            return out.logits, torch.zeros((), device=out.logits.device)
+        logits = out.logits
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        grade_ids = torch.tensor(self.tokens.grades, device=logits.device)
+        # Full-vocabulary log-probabilities of the grade tokens: training pushes mass
+        # onto them, so the 4-way renormalisation at labeling time loses little.
+        grade_logits = logits[rows, batch["grade_position"]].float().log_softmax(-1)[:, grade_ids]
+        labels = batch["lm_labels"][:, 1:]
+        if (labels != -100).any():
+            lm_loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels.reshape(-1),
+                ignore_index=-100,
+            )
+        else:
+            lm_loss = torch.zeros((), device=logits.device)
+        return grade_logits, lm_loss
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    head: GradeHead,
+    examples: Sequence[Encoded],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Grade logits of ``examples`` in order (sorted by length inside for less padding)."""
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    logits = torch.empty((len(examples), NUM_GRADES))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = to_device(collate([examples[i] for i in chunk], pad_id), device)
+        with autocast(device, dtype):
+            logits[chunk] = head(model, batch)[0].float().cpu()
+    return logits
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Temperature minimising the soft cross-entropy on dev (Guo et al., 2017)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = soft_cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp().clamp(0.05, 20.0))
+
+
+def weights_digest(directory: Path, extra: dict[str, Any]) -> str:
+    """Deterministic short version: the saved weights' bytes plus the labeling settings."""
+    digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for path in sorted(directory.glob("*.safetensors")):
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def setup(cls) -> Distributed:
+        """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        return cls(rank=dist.get_rank(), world=world, local_rank=local_rank)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the trained parameters only (all weights, or LoRA adapters + head)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _attach_lora(model: PreTrainedModel, config: TeacherTrainConfig) -> torch.nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    task = TaskType.SEQ_CLS if config.kind == "classifier" else TaskType.CAUSAL_LM
+    lora = LoraConfig(
+        task_type=task,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear",
+    )
+    return get_peft_model(model, lora)
+
+
+def train(config: TeacherTrainConfig) -> dict[str, Any]:
+    """Run one training; returns the teacher.json content (rank 0 writes the checkpoint)."""
+    ddp = Distributed.setup()
+    seed_everything(config.seed)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = (
+        torch.device(f"cuda:{ddp.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    )
+    dtype = resolve_precision(config.precision, device)
+    template = resolve_template(config.template)
+    generative = config.kind == "generative"
+    if generative and not is_decoder(config.backbone):
+        raise ValueError(f"kind: generative needs a decoder LLM backbone, got {config.backbone}")
+
+    tokenizer = load_tokenizer(config.backbone)
+    # LoRA freezes the base: keep it in half precision to fit large LLMs; full
+    # fine-tuning keeps fp32 master weights and autocasts.
+    load_dtype = dtype if config.lora and dtype != torch.float32 else None
+    loader = load_causal_lm if generative else load_classifier
+    model: torch.nn.Module = loader(config.backbone, tokenizer, load_dtype)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if config.lora:
+            model.enable_input_require_grads()
+    if config.lora:
+        model = _attach_lora(model, config)
+    model.to(device)
+    tokens = explain.GradeTokens.from_tokenizer(tokenizer) if generative else None
+    head = GradeHead(tokens)
+
+    train_pairs = load_split(
+        config.dataset_dir, Split.TRAIN, config.max_train_examples, config.seed
+    )
+    dev_pairs = load_split(config.dataset_dir, Split.DEV, config.max_dev_examples, config.seed)
+    if not train_pairs or not dev_pairs:
+        raise ValueError(
+            f"dataset_dir {config.dataset_dir}: needs judged train and dev pairs "
+            f"(found {len(train_pairs)} train, {len(dev_pairs)} dev)"
+        )
+    train_examples = encode(train_pairs, tokenizer, config, template, tokens, with_rationale=True)
+    dev_examples = encode(dev_pairs, tokenizer, config, template, tokens, with_rationale=False)
+    dev_targets = torch.from_numpy(np.stack([p.target for p in dev_pairs]))
+
+    device_ids = [ddp.local_rank] if device.type == "cuda" else None
+    wrapped = DistributedDataParallel(model, device_ids=device_ids) if ddp.world > 1 else model
+    micro_per_epoch = math.ceil(len(train_examples) / (config.batch_size * ddp.world))
+    steps_per_epoch = max(1, micro_per_epoch // config.grad_accumulation)
+    total_steps = max(1, round(config.epochs * steps_per_epoch))
+    eval_every = config.eval_every or steps_per_epoch
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, round(config.warmup_ratio * total_steps), total_steps
+    )
+    scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
+
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    resume_path = config.output_dir / RESUME_DIR / "state.pt"
+    step, best_score, best_state, stale, history = 0, -math.inf, trainable_state(model), 0, []
+    if config.resume and resume_path.exists():
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best_score, best_state = state["step"], state["best_score"], state["best_state"]
+        stale, history = state["stale"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        console.print(f"resumed from {resume_path} at step {step}/{total_steps}")
+    elif config.resume:
+        console.print(f"no checkpoint at {resume_path}; starting from scratch")
+
+    def evaluate() -> dict[str, float]:
+        logits = predict(
+            model, head, dev_examples, tokenizer.pad_token_id, config.batch_size, device, dtype
+        )
+        return grade_metrics(dev_pairs, logits, dev_targets)
+
+    def micro_batches(epoch: int) -> Iterator[Batch]:
+        order = np.random.default_rng(config.seed + epoch).permutation(len(train_examples))
+        shard = order[ddp.rank :: ddp.world]
+        for start in range(0, len(shard), config.batch_size):
+            chunk = [train_examples[i] for i in shard[start : start + config.batch_size]]
+            yield to_device(collate(chunk, tokenizer.pad_token_id), device)
+
+    stop = False
+    with Progress(
+        TextColumn("teacher {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=not ddp.main,
+    ) as progress:
+        task = progress.add_task("train", total=total_steps, completed=step, info="")
+        while step < total_steps and not stop:
+            epoch = step // steps_per_epoch
+            skip = (step % steps_per_epoch) * config.grad_accumulation
+            wrapped.train()
+            micro = 0
+            for index, batch in enumerate(micro_batches(epoch)):
+                if index < skip:
+                    continue
+                with autocast(device, dtype):
+                    grade_logits, lm_loss = head(wrapped, batch)
+                loss = soft_cross_entropy(grade_logits, batch["target"]) + lm_loss
+                scaler.scale(loss / config.grad_accumulation).backward()
+                micro += 1
+                if micro % config.grad_accumulation:
+                    continue
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                progress.update(task, advance=1, info=f"loss {loss.item():.3f}")
+                if step % eval_every == 0 or step == total_steps:
+                    metrics = {"step": step, **evaluate()}
+                    history.append(metrics)
+                    progress.update(task, info=f"dev ndcg@10 {metrics['ndcg@10']:.4f}")
+                    if metrics["ndcg@10"] > best_score:
+                        best_score, stale = metrics["ndcg@10"], 0
+                        best_state = trainable_state(model)
+                    else:
+                        stale += 1
+                    if ddp.main:
+                        resume_path.parent.mkdir(parents=True, exist_ok=True)
+                        torch.save(
+                            {
+                                "model": trainable_state(model),
+                                "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(),
+                                "step": step,
+                                "best_score": best_score,
+                                "best_state": best_state,
+                                "stale": stale,
+                                "history": history,
+                                "torch_rng": torch.get_rng_state(),
+                            },
+                            resume_path,
+                        )
+                    wrapped.train()
+                    if config.patience and stale >= config.patience:
+                        console.print(f"early stop at step {step}: no dev gain in {stale} evals")
+                        stop = True
+                if stop or step >= total_steps:
+                    break
+
+    model.load_state_dict(best_state, strict=False)
+    dev_logits = predict(
+        model, head, dev_examples, tokenizer.pad_token_id, config.batch_size, device, dtype
+    )
+    temperature = fit_temperature(dev_logits, dev_targets)
+    calibrated = grade_metrics(dev_pairs, dev_logits / temperature, dev_targets)
+    uncalibrated = grade_metrics(dev_pairs, dev_logits, dev_targets)
+    info = {
+        "name": config.name,
+        "kind": config.kind,
+        "backbone": str(config.backbone),
+        "template": template,
+        "max_length": config.max_length,
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": temperature,
+        "calibration": {
+            "method": "temperature scaling on dev (soft cross-entropy)",
+            "dev_pairs": len(dev_pairs),
+            "dev_nll_before": uncalibrated["nll"],
+            "dev_nll_after": calibrated["nll"],
+            "dev_ece_before": uncalibrated["ece"],
+            "dev_ece_after": calibrated["ece"],
+        },
+        "dev": calibrated,
+        "history": history,
+        "train_pairs": len(train_pairs),
+        "steps": step,
+    }
+    if ddp.main:
+        save(model, tokenizer, config, info)
+    if ddp.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return info
+
+
+def save(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: TeacherTrainConfig,
+    info: dict[str, Any],
+) -> None:
+    """HF save_pretrained of the (LoRA-merged) model + tokenizer, then teacher.json."""
+    if config.lora:
+        model = model.merge_and_unload()
+    out = config.output_dir
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    config.dump_yaml(out / CONFIG_FILE)
+    identity = {k: info[k] for k in ("name", "kind", "template", "max_length", "temperature")}
+    info["version"] = weights_digest(out, identity)
+    (out / TEACHER_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+    console.print(
+        f"teacher {info['name']}@{info['version']} -> {out}  "
+        f"dev ndcg@10 {info['dev']['ndcg@10']:.4f} acc {info['dev']['accuracy']:.4f} "
+        f"T={info['temperature']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    from training.teacher.cli import train_command
+
+    typer.run(train_command)
