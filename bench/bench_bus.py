@@ -1,6 +1,6 @@
 """Throughput of the Kafka bus against raw kafka-python with the same settings.
 
-    python bench/bench_bus.py [--messages 20000] [--broker tansu|noida] [--out bench/results/bus.json]
+    python bench/bench_bus.py [--messages 20000] [--broker tansu|noida] [--out FILE]
 
 Produces ~300-byte CandidateBatch payloads and consumes them as a consumer group
 with manual commits after every batch, once through ``services.core.bus`` and once
@@ -19,8 +19,8 @@ import uuid
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
-
 from relevance.v1 import common_pb2, topics_pb2
+
 from services.core import bus
 from services.core.broker import EmbeddedBroker, create_topics
 from services.core.settings import Settings
@@ -44,17 +44,30 @@ def payload(i: int) -> topics_pb2.CandidateBatch:
 
 
 def producer_config(settings: Settings, bootstrap: str) -> dict:
-    return {"bootstrap_servers": bootstrap, "acks": "all", "enable_idempotence": True,
-            "linger_ms": settings.kafka_linger_ms, "retries": 10}  # fmt: skip
+    return {
+        "bootstrap_servers": bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.kafka_linger_ms,
+        "retries": 10,
+    }
 
 
 def consumer_config(settings: Settings, bootstrap: str, group: str) -> dict:
-    return {"bootstrap_servers": bootstrap, "group_id": group, "enable_auto_commit": False,
-            "auto_offset_reset": "earliest", "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
-            "max_poll_records": settings.kafka_max_poll_records}  # fmt: skip
+    return {
+        "bootstrap_servers": bootstrap,
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+        "max_poll_records": settings.kafka_max_poll_records,
+    }
 
 
-def bench_raw(settings: Settings, bootstrap: str, topic: Topic, messages: list) -> tuple[float, float]:
+def bench_raw(
+    settings: Settings, bootstrap: str, topic: Topic, messages: list
+) -> tuple[float, float]:
     producer = KafkaProducer(**producer_config(settings, bootstrap))
     start = time.perf_counter()
     for m in messages:
@@ -63,7 +76,9 @@ def bench_raw(settings: Settings, bootstrap: str, topic: Topic, messages: list) 
     produce_s = time.perf_counter() - start
     producer.close()
 
-    consumer = KafkaConsumer(topic.name, **consumer_config(settings, bootstrap, f"raw-{uuid.uuid4().hex}"))
+    consumer = KafkaConsumer(
+        topic.name, **consumer_config(settings, bootstrap, f"raw-{uuid.uuid4().hex}")
+    )
     seen, start = 0, None
     while seen < len(messages):
         polled = consumer.poll(timeout_ms=500)
@@ -80,7 +95,9 @@ def bench_raw(settings: Settings, bootstrap: str, topic: Topic, messages: list) 
     return produce_s, consume_s
 
 
-def bench_bus(settings: Settings, bootstrap: str, topic: Topic, messages: list) -> tuple[float, float]:
+def bench_bus(
+    settings: Settings, bootstrap: str, topic: Topic, messages: list
+) -> tuple[float, float]:
     publisher = bus.Publisher(settings, bootstrap)
     start = time.perf_counter()
     for m in messages:
@@ -96,9 +113,15 @@ def bench_bus(settings: Settings, bootstrap: str, topic: Topic, messages: list) 
         return []
 
     loop = bus.ConsumerLoop(
-        settings, topic, f"bus-{uuid.uuid4().hex}", count, publisher, bootstrap=bootstrap,
-        session_timeout_ms=6000, heartbeat_interval_ms=1000,
-    )  # fmt: skip
+        settings,
+        topic,
+        f"bus-{uuid.uuid4().hex}",
+        count,
+        publisher,
+        bootstrap=bootstrap,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
     while loop.processed < len(messages):
         polled = loop._consumer.poll(timeout_ms=500)
         records = [r for partition in polled.values() for r in partition]
@@ -114,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--broker", default="tansu", choices=["tansu", "noida"])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path("bench/results/bus.json"))
     args = parser.parse_args()
     settings = Settings()
@@ -122,14 +145,19 @@ def main() -> None:
     size = sum(m.ByteSize() for m in messages) / len(messages)
     results: dict[str, list[dict[str, float]]] = {"raw": [], "bus": []}
     with EmbeddedBroker(args.broker) as broker:
-        for _ in range(args.rounds):
+        sides = [("raw", bench_raw), ("bus", bench_bus)]
+        for round_ in range(args.rounds):
             # Alternate the order so neither side always runs on a warmer broker.
-            for name, fn in (("raw", bench_raw), ("bus", bench_bus)):
+            for name, fn in sides if round_ % 2 == 0 else sides[::-1]:
                 topic = Topic(f"bench.{name}.{uuid.uuid4().hex[:8]}", topics_pb2.CandidateBatch)
                 create_topics(broker.bootstrap, [topic], partitions=4, replication=1)
                 produce_s, consume_s = fn(settings, broker.bootstrap, topic, messages)
-                results[name].append({"produce_msgs_per_s": args.messages / produce_s,
-                                      "consume_msgs_per_s": args.messages / consume_s})  # fmt: skip
+                results[name].append(
+                    {
+                        "produce_msgs_per_s": args.messages / produce_s,
+                        "consume_msgs_per_s": args.messages / consume_s,
+                    }
+                )
 
     def best(name: str, key: str) -> float:
         return max(r[key] for r in results[name])

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, then runs the whole suite.
+# The test command: installs what is missing, lints, then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export RELKD_CHECKOV="${RELKD_CHECKOV:-$PWD/.checkov-venv/bin/checkov}"
+.venv/bin/ruff check .
 exec .venv/bin/pytest -q "$@"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import typer
 
-from services import demo, stack
+from services import serve, stack
 from services.candidate_generation import cli as candidates_cli
 from services.core import broker
+from services.demo.command import demo_command
 from services.jobs import cli as jobs_cli
 from training.data import cli as data_cli
 from training.eval import cli as eval_cli
@@ -28,8 +29,8 @@ app = typer.Typer(
 )
 app.command("broker")(broker.broker_command)
 app.command("up")(stack.up_command)
-app.command("serve")(stack.serve_command)
-app.command("demo")(demo.demo_command)
+app.command("serve")(serve.serve_command)
+app.command("demo")(demo_command)
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_command)
 app.add_typer(teacher_cli.app, name="teacher")

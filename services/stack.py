@@ -8,9 +8,7 @@ Ctrl-C/SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -18,55 +16,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import grpc
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from services.core.broker import kafka_for_stack
 from services.core.logging import configure_logging
 from services.core.settings import Settings, get_settings
+from services.serve import SERVICES, ServiceSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    module: str
-    grpc_service: str
-    port_setting: str
-
-    def port(self, settings: Settings) -> int:
-        return int(getattr(settings, self.port_setting))
-
-
-SERVICES: dict[str, ServiceSpec] = {
-    spec.name: spec
-    for spec in (
-        ServiceSpec("candidate-generation", "services.candidate_generation.service",
-                    "relevance.v1.CandidateGeneration", "candidate_generation_port"),
-        ServiceSpec("teacher-labeling", "services.teacher_labeling.service",
-                    "relevance.v1.TeacherLabeling", "teacher_labeling_port"),
-        ServiceSpec("student-inference", "services.student_inference.service",
-                    "relevance.v1.StudentInference", "student_inference_port"),
-    )
-}  # fmt: skip
-
-
-def serve_command(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
-) -> None:
-    """Run one service in the foreground until SIGINT/SIGTERM."""
-    if service not in SERVICES:
-        raise typer.BadParameter(f"expected one of {', '.join(SERVICES)}", param_hint="SERVICE")
-    settings = get_settings()
-    configure_logging(service, settings.log_level)
-    module = importlib.import_module(SERVICES[service].module)
-    asyncio.run(module.serve(settings))
 
 
 def health_status(address: str, service: str = "", timeout_s: float = 1.0) -> str:
@@ -80,6 +45,12 @@ def health_status(address: str, service: str = "", timeout_s: float = 1.0) -> st
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+def reflected_services(address: str) -> list[str]:
+    """Service names the server at `address` lists through gRPC reflection."""
+    with grpc.insecure_channel(address) as channel:
+        return list(ProtoReflectionDescriptorDatabase(channel).get_services())
+
+
 class _Child:
     def __init__(self, spec: ServiceSpec, env: Mapping[str, str], log_path: Path) -> None:
         self.spec = spec
@@ -91,15 +62,16 @@ class _Child:
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "services", "serve", self.spec.name],
+                [sys.executable, "-m", "services.serve", self.spec.name],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
-    def respawn(self) -> None:
+    def respawn(self, env: Mapping[str, str] | None = None) -> None:
         self.restarts += 1
+        self.env.update(env or {})
         self.process = self._spawn()
 
     def terminate(self) -> None:
@@ -140,9 +112,18 @@ class Stack:
             self.children[spec.name] = _Child(spec, self.env, self.log_dir / f"{spec.name}.log")
         self.wait_serving(timeout_s)
 
-    def wait_serving(self, timeout_s: float) -> None:
+    def roll(self, name: str, env: Mapping[str, str], timeout_s: float = 60.0) -> None:
+        """Restarts one service with new settings (e.g. a new model) and waits until SERVING."""
+        child = self.children[name]
+        child.terminate()
+        child.wait_or_kill(self.settings.grpc_grace_s + 5)
+        child.respawn(env)
+        child.restarts = 0
+        self.wait_serving(timeout_s, [name])
+
+    def wait_serving(self, timeout_s: float, names: list[str] | None = None) -> None:
         deadline = time.monotonic() + timeout_s
-        pending = set(self.children)
+        pending = set(names or self.children)
         while pending and time.monotonic() < deadline:
             for name in sorted(pending):
                 child = self.children[name]
@@ -176,7 +157,9 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(extra_env: Mapping[str, str] | None = None, timeout_s: float = 20.0) -> Iterator[Stack]:
+def running_stack(
+    extra_env: Mapping[str, str] | None = None, timeout_s: float = 20.0
+) -> Iterator[Stack]:
     """Broker (unless RELKD_KAFKA_BOOTSTRAP is set) plus the services, torn down on exit."""
     settings = get_settings()
     with kafka_for_stack() as bootstrap:
@@ -189,7 +172,9 @@ def running_stack(extra_env: Mapping[str, str] | None = None, timeout_s: float =
 
 
 def up_command(
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be SERVING.")] = 20.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every service to be SERVING.")
+    ] = 20.0,
 ) -> None:
     """Start the broker and the three services; Ctrl-C stops them all."""
     configure_logging("relkd-up", get_settings().log_level)
@@ -198,13 +183,19 @@ def up_command(
         typer.echo(f"kafka               {stack.bootstrap}")
         for name in SERVICES:
             typer.echo(f"{name:<20}{stack.address(name)}  SERVING")
-        typer.echo(f"all SERVING in {time.monotonic() - started:.1f}s; logs in {stack.log_dir}; Ctrl-C stops")
+        typer.echo(
+            f"all SERVING in {time.monotonic() - started:.1f}s; "
+            f"logs in {stack.log_dir}; Ctrl-C stops"
+        )
         _supervise_until_signal(stack)
 
 
 def _supervise_until_signal(stack: Stack) -> None:
     stop: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, _f: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, lambda signum, _f: stop.append(signum))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while not stop:
             stack.supervise_once()
@@ -212,4 +203,3 @@ def _supervise_until_signal(stack: Stack) -> None:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-

@@ -15,8 +15,8 @@ os.environ.setdefault("RELKD_KAFKA_SESSION_TIMEOUT_MS", "6000")
 os.environ.setdefault("RELKD_KAFKA_MAX_POLL_INTERVAL_MS", "10000")
 os.environ.pop("RELKD_KAFKA_BOOTSTRAP", None)
 
-from services.core.broker import BROKER_KINDS, EmbeddedBroker, create_topics, free_port  # noqa: E402
-from services.core.settings import Settings, get_settings  # noqa: E402
+from services.core.broker import BROKER_KINDS, EmbeddedBroker, create_topics, free_port
+from services.core.settings import Settings, get_settings
 
 
 @pytest.fixture(scope="session", params=BROKER_KINDS)

@@ -232,9 +232,9 @@ class RelabelHandler:
             emitted += self.engine.products_changed(list(products.values()))
         if queries:
             emitted += self.engine.new_queries(queries)
-        index = self.engine.require_index()
         for query, candidates in emitted:
             if candidates:
+                index = self.engine.require_index()
                 batch = candidate_batch(index, query, candidates, index.version)
                 self.publisher.publish(CANDIDATES, query.query_id, batch)
         return rejected

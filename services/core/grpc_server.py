@@ -162,7 +162,11 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [b.name for b in self.services]
         reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self.server,
         )
         self.port = self.server.add_insecure_port(f"{host}:{port}")
@@ -177,14 +181,18 @@ class GrpcServer:
     async def start(self) -> None:
         await self.server.start()
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"address": self.address, "services": [b.name for b in self.services]})
+        log.info(
+            "serving", extra={"address": self.address, "services": [b.name for b in self.services]}
+        )
 
     async def stop(self) -> None:
         """Reports NOT_SERVING first so balancers drain us, then lets in-flight RPCs finish."""
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.grace_s)
 
-    async def serve_until_signal(self, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def serve_until_signal(
+        self, on_stop: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Starts, waits for SIGINT/SIGTERM, then stops gracefully (running `on_stop` first)."""
         await self.start()
         stop = asyncio.Event()

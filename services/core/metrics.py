@@ -6,11 +6,9 @@ processed, failed (retried) and dead-lettered by each consumer group.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-RPC_REQUESTS = Counter(
-    "relkd_grpc_requests_total", "gRPC requests handled.", ["method", "code"]
-)
+RPC_REQUESTS = Counter("relkd_grpc_requests_total", "gRPC requests handled.", ["method", "code"])
 RPC_LATENCY = Histogram(
     "relkd_grpc_request_seconds",
     "gRPC request latency.",
@@ -25,6 +23,11 @@ MESSAGES = Counter(
 BATCH_FAILURES = Counter(
     "relkd_kafka_batch_failures_total",
     "Consumed batches whose processing raised and were retried message by message.",
+    ["topic", "group"],
+)
+CONSUMER_LAG = Gauge(
+    "relkd_kafka_consumer_lag",
+    "Messages waiting in the assigned partitions after the last batch (queue depth).",
     ["topic", "group"],
 )
 PUBLISHED = Counter("relkd_kafka_published_total", "Messages published.", ["topic"])

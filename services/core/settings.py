@@ -26,9 +26,7 @@ class Settings(BaseSettings):
         "tansu", description="Embedded broker to start: `tansu` (memory-only) or `noida`."
     )
     kafka_client_id: str = Field("relkd", description="Client id prefix for Kafka clients.")
-    kafka_session_timeout_ms: int = Field(
-        10000, description="Consumer group session timeout (ms)."
-    )
+    kafka_session_timeout_ms: int = Field(10000, description="Consumer group session timeout (ms).")
     kafka_max_poll_interval_ms: int = Field(
         300000,
         description="Longest gap between polls before a consumer is dropped from its group "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
-
 from relevance.v1 import topics_pb2
 
 
@@ -35,5 +34,5 @@ PAIR_KEY_SEPARATOR = "\x1f"
 
 
 def pair_key(query_id: str, product_id: str) -> str:
-    """Key of a (query, product) pair on the labels topic: one label per pair survives compaction."""
+    """Key of a (query, product) pair on the labels topic; compaction keeps one label per key."""
     return f"{query_id}{PAIR_KEY_SEPARATOR}{product_id}"

@@ -30,12 +30,12 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from relevance.v1 import common_pb2, student_inference_pb2
 from tokenizers import Tokenizer
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from relevance.v1 import common_pb2, student_inference_pb2
 from services.core.grpc_server import DeadlineExceeded, InvalidArgument, Unavailable
 from services.student_inference.service import ScoreResult
 from services.student_inference.triton_runtime import TritonServer
@@ -337,15 +337,20 @@ class TwoTowerBackend:
 
 
 def write_cpu_repository(
-    export_dir: Path, repository: Path, *, model_name: str | None = None
+    export_dir: Path, repository: Path, *, model_name: str | None = None, cpu_threads: int = 1
 ) -> str:
-    """Add a cross-encoder export to ``repository`` (CPU variant); returns the model name."""
+    """Add a cross-encoder export to ``repository`` (CPU variant); returns the model name.
+
+    ``cpu_threads`` is the model's ONNX Runtime intra-op thread count.
+    """
     # Imported here: the repository writer needs transformers, the service does not.
     from training.export.triton_repo import write_triton_repository
 
     spec = read_spec(export_dir)
     name = model_name or spec.name
-    write_triton_repository(export_dir, repository, variant="cpu", model_name=name)
+    write_triton_repository(
+        export_dir, repository, variant="cpu", model_name=name, cpu_threads=cpu_threads
+    )
     return name
 
 

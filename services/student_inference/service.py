@@ -15,8 +15,8 @@ from typing import Protocol
 import grpc
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from relevance.v1 import common_pb2, student_inference_pb2, student_inference_pb2_grpc
+
 from services.core import metrics
 from services.core.grpc_server import (
     DeadlineExceeded,

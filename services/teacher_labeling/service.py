@@ -21,16 +21,24 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+from prometheus_client import Counter, Histogram
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
+
 from services.core import bus, metrics
 from services.core.grpc_server import FailedPrecondition, GrpcServer, ServiceBinding, require
 from services.core.settings import Settings
 from services.core.topics import CANDIDATES, LABELS, pair_key
 
 log = logging.getLogger(__name__)
+
+PAIRS_LABELED = Counter("relkd_teacher_pairs_total", "Pairs labeled by the teacher.", ["path"])
+BATCH_PAIRS = Histogram(
+    "relkd_teacher_batch_pairs",
+    "Pairs per consumed batch handed to the teacher (how full the micro-batches can be).",
+    buckets=(1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
 
 SERVICE_NAME = "relevance.v1.TeacherLabeling"
 PRODUCER = "teacher-labeling"
@@ -54,7 +62,9 @@ class Labeler(Protocol):
     name: str
     version: str
 
-    def label(self, pairs: Sequence[tuple[str, Mapping[str, Any]]], explain: bool = False) -> list[Any]: ...
+    def label(
+        self, pairs: Sequence[tuple[str, Mapping[str, Any]]], explain: bool = False
+    ) -> list[Any]: ...
 
 
 def product_dict(product: common_pb2.Product) -> dict[str, Any]:
@@ -103,12 +113,17 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
     ) -> teacher_labeling_pb2.LabelResponse:
         labeler = self._require_model()
         require(len(request.pairs) > 0, "pairs", "must hold at least one pair")
-        require(len(request.pairs) <= self.max_pairs, "pairs", f"at most {self.max_pairs} pairs per call")
+        require(
+            len(request.pairs) <= self.max_pairs,
+            "pairs",
+            f"at most {self.max_pairs} pairs per call",
+        )
         for i, pair in enumerate(request.pairs):
             require(bool(pair.query.strip()), f"pairs[{i}].query", "must not be empty")
             validate_product(pair.product, f"pairs[{i}].product")
         inputs = [(p.query, product_dict(p.product)) for p in request.pairs]
         labels = await asyncio.to_thread(labeler.label, inputs, request.explain)
+        PAIRS_LABELED.labels("rpc").inc(len(inputs))
         return teacher_labeling_pb2.LabelResponse(
             labels=[
                 teacher_labeling_pb2.PairLabel(
@@ -132,7 +147,9 @@ class CandidateLabelingHandler:
         self.publisher = publisher
         self.teacher = common_pb2.ModelRef(name=labeler.name, version=labeler.version)
 
-    def __call__(self, deliveries: Sequence[bus.Delivery[topics_pb2.CandidateBatch]]) -> list[bus.Rejection]:
+    def __call__(
+        self, deliveries: Sequence[bus.Delivery[topics_pb2.CandidateBatch]]
+    ) -> list[bus.Rejection]:
         rejected: list[bus.Rejection] = []
         pairs: list[tuple[topics_pb2.CandidateBatch, common_pb2.Product]] = []
         for delivery in deliveries:
@@ -143,6 +160,8 @@ class CandidateLabelingHandler:
             pairs.extend((delivery.message, product) for product in delivery.message.products)
         if pairs:
             labels = self.labeler.label([(batch.query, product_dict(p)) for batch, p in pairs])
+            PAIRS_LABELED.labels("topic").inc(len(pairs))
+            BATCH_PAIRS.observe(len(pairs))
             for (batch, product), label in zip(pairs, labels, strict=True):
                 self._publish(batch, product, label)
         return rejected
@@ -158,7 +177,9 @@ class CandidateLabelingHandler:
                 return f"products[{i}]: product_id and title are required"
         return ""
 
-    def _publish(self, batch: topics_pb2.CandidateBatch, product: common_pb2.Product, label: Any) -> None:
+    def _publish(
+        self, batch: topics_pb2.CandidateBatch, product: common_pb2.Product, label: Any
+    ) -> None:
         key = pair_key(batch.query_id, product.product_id)
         meta = bus.event_meta(PRODUCER)
         # Deterministic id: a redelivered candidate yields a byte-identical label record
@@ -191,8 +212,13 @@ async def serve(settings: Settings) -> None:
     own = TeacherLabelingSettings()
     labeler = load_labeler(own.teacher_checkpoint)
     server = GrpcServer(
-        [ServiceBinding(SERVICE_NAME, TeacherLabelingServicer(labeler, own.label_max_pairs),
-                        teacher_labeling_pb2_grpc.add_TeacherLabelingServicer_to_server)],  # fmt: skip
+        [
+            ServiceBinding(
+                SERVICE_NAME,
+                TeacherLabelingServicer(labeler, own.label_max_pairs),
+                teacher_labeling_pb2_grpc.add_TeacherLabelingServicer_to_server,
+            )
+        ],
         settings.grpc_host,
         settings.teacher_labeling_port,
         settings.grpc_grace_s,
@@ -204,13 +230,19 @@ async def serve(settings: Settings) -> None:
     if labeler is not None and settings.kafka_bootstrap:
         publisher = bus.Publisher(settings)
         loop = bus.ConsumerLoop(
-            settings, CANDIDATES, own.teacher_group, CandidateLabelingHandler(labeler, publisher), publisher
+            settings,
+            CANDIDATES,
+            own.teacher_group,
+            CandidateLabelingHandler(labeler, publisher),
+            publisher,
         )
         worker = threading.Thread(target=loop.run, name="labeling-worker", daemon=True)
         worker.start()
     else:
-        log.warning("labeling workers not started", extra={"model": labeler is not None,
-                                                           "kafka": bool(settings.kafka_bootstrap)})  # fmt: skip
+        log.warning(
+            "labeling workers not started",
+            extra={"model": labeler is not None, "kafka": bool(settings.kafka_bootstrap)},
+        )
 
     async def drain() -> None:
         if loop is not None and worker is not None and publisher is not None:

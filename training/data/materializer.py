@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from relevance.v1 import topics_pb2
+
 from services.core import bus
 from services.core.settings import Settings
 from services.core.topics import LABELS
@@ -58,7 +58,9 @@ class LabelShardWriter:
         self.stream_dir = Path(dataset_dir) / STREAM_DIR
         self.stream_dir.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, deliveries: Sequence[bus.Delivery[topics_pb2.LabelRecord]]) -> list[bus.Rejection]:
+    def __call__(
+        self, deliveries: Sequence[bus.Delivery[topics_pb2.LabelRecord]]
+    ) -> list[bus.Rejection]:
         rows, rejected = [], []
         for delivery in deliveries:
             label = delivery.message
@@ -125,7 +127,7 @@ def materialize(
     timeout_s: float = 3600.0,
     expected: int | None = None,
 ) -> int:
-    """Consumes labels until `expected` stream rows exist or none arrive for `idle_s`, then compacts."""
+    """Consumes labels until `expected` stream rows exist or `idle_s` pass quietly; compacts."""
     writer = LabelShardWriter(dataset_dir)
     publisher = bus.Publisher(settings)
     loop = bus.ConsumerLoop(settings, LABELS, group, writer, publisher)

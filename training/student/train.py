@@ -208,9 +208,9 @@ def train(config: StudentTrainConfig) -> TrainResult:
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = saved["state"]
-    elif out.exists() and (out / METRICS_CSV).exists() and not config.resume:
-        (out / METRICS_CSV).unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(config.model_dump_json(indent=2) + "\n")
     log = MetricsLog(out / METRICS_CSV, append=resuming)
@@ -315,6 +315,7 @@ def _save_last(
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "state": dict(state),
         },
         last / TRAINER_STATE,

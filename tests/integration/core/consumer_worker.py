@@ -8,6 +8,7 @@ import sys
 import time
 
 from relevance.v1 import common_pb2, topics_pb2
+
 from services.core import bus
 from services.core.settings import get_settings
 from services.core.topics import CANDIDATES, LABELS
@@ -23,8 +24,13 @@ def main(group: str) -> None:
                 publisher.flush()
                 print("HANGING", flush=True)
                 time.sleep(600)
-            publisher.publish(LABELS, d.message.query_id, topics_pb2.LabelRecord(
-                query_id=d.message.query_id, teacher=common_pb2.ModelRef(name="echo")))
+            publisher.publish(
+                LABELS,
+                d.message.query_id,
+                topics_pb2.LabelRecord(
+                    query_id=d.message.query_id, teacher=common_pb2.ModelRef(name="echo")
+                ),
+            )
         return []
 
     bus.ConsumerLoop(settings, CANDIDATES, group, echo, publisher, max_poll_records=5).run()

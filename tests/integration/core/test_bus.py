@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
-
 from relevance.v1 import common_pb2, topics_pb2
+
 from services.core import bus
 from services.core.broker import EmbeddedBroker
 from services.core.settings import Settings
@@ -66,7 +66,9 @@ def run_loop_in_thread(loop: bus.ConsumerLoop) -> threading.Thread:
 def test_publisher_refuses_the_wrong_message_type(settings: Settings) -> None:
     publisher = bus.Publisher(settings)
     try:
-        with pytest.raises(TypeError, match=r"relevance\.candidates\.v1 carries relevance\.v1\.CandidateBatch"):
+        with pytest.raises(
+            TypeError, match=r"relevance\.candidates\.v1 carries relevance\.v1\.CandidateBatch"
+        ):
             publisher.publish(CANDIDATES, "k", topics_pb2.LabelRecord())
     finally:
         publisher.close()
@@ -127,18 +129,25 @@ def test_killed_consumer_loses_nothing_and_replacement_resumes(
     ids = [f"{run}-{i:03d}" for i in range(40)]
     publisher = bus.Publisher(settings)
     # The worker hangs mid-stream, after several committed batches of 5.
-    for qid in ids[:20] + [f"hang-{run}"] + ids[20:]:
+    for qid in [*ids[:20], f"hang-{run}", *ids[20:]]:
         publisher.publish(CANDIDATES, "one-partition", candidate(qid))
     publisher.flush()
 
     # Static membership, as a restarted pod of a StatefulSet has: the replacement
     # takes the dead worker's place at once (noida-db never expires a dead member).
     instance = f"worker-{run}"
-    env = {**os.environ, "RELKD_KAFKA_BOOTSTRAP": kafka_broker.bootstrap, "RELKD_KAFKA_GROUP_INSTANCE_ID": instance}
+    env = {
+        **os.environ,
+        "RELKD_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "RELKD_KAFKA_GROUP_INSTANCE_ID": instance,
+    }
     worker = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("consumer_worker.py")), group],
-        env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert worker.stdout.readline().strip() == "HANGING"
     finally:
@@ -152,7 +161,9 @@ def test_killed_consumer_loses_nothing_and_replacement_resumes(
         for d in deliveries:
             if not d.message.query_id.startswith("hang"):
                 echoed.append(d.message.query_id)
-                publisher.publish(LABELS, d.message.query_id, topics_pb2.LabelRecord(query_id=d.message.query_id))
+                publisher.publish(
+                    LABELS, d.message.query_id, topics_pb2.LabelRecord(query_id=d.message.query_id)
+                )
         return []
 
     loop = bus.ConsumerLoop(
@@ -166,7 +177,11 @@ def test_killed_consumer_loses_nothing_and_replacement_resumes(
     thread.join(15)
     publisher.close()
 
-    labels = {m.query_id for m in read_all(kafka_broker, LABELS, expect=len(ids)) if m.query_id.startswith(run)}
+    labels = {
+        m.query_id
+        for m in read_all(kafka_broker, LABELS, expect=len(ids))
+        if m.query_id.startswith(run)
+    }
     assert labels == set(ids), f"lost: {sorted(set(ids) - labels)}"
     # The replacement resumed from the committed offsets instead of starting over:
     # it never saw the first batch the killed worker had committed.
@@ -201,9 +216,12 @@ def test_graceful_stop_commits_the_batch_in_flight(settings: Settings) -> None:
     # A second member of the group finds nothing left of what the first finished.
     again: list[str] = []
     second = bus.ConsumerLoop(
-        settings, CANDIDATES, group,
-        lambda ds: again.extend(d.message.query_id for d in ds) or [], publisher,
-    )  # fmt: skip
+        settings,
+        CANDIDATES,
+        group,
+        lambda ds: again.extend(d.message.query_id for d in ds) or [],
+        publisher,
+    )
     thread = run_loop_in_thread(second)
     time.sleep(6)
     second.stop()

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-
 from relevance.v1 import (
     common_pb2,
     student_inference_pb2,
@@ -20,9 +19,9 @@ from relevance.v1 import (
     teacher_labeling_pb2,
     teacher_labeling_pb2_grpc,
 )
+
 from services.core.broker import free_port
-from services.demo import reflected_services
-from services.stack import SERVICES, health_status
+from services.stack import SERVICES, health_status, reflected_services
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +31,12 @@ def start_service(name: str, port: int) -> subprocess.Popen[bytes]:
     env.pop("RELKD_TEACHER_CHECKPOINT", None)
     env.pop("RELKD_STUDENT_BACKEND", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "services", "serve", name], env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-m", "services", "serve", name],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 20
     while health_status(f"127.0.0.1:{port}", SERVICES[name].grpc_service) != "SERVING":
         assert process.poll() is None, process.stderr.read().decode()
@@ -53,9 +55,8 @@ def student_inference() -> Iterator[str]:
 
 
 def score(address: str, request: student_inference_pb2.ScoreRequest) -> grpc.RpcError:
-    with grpc.insecure_channel(address) as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            student_inference_pb2_grpc.StudentInferenceStub(channel).Score(request, timeout=5)
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as info:
+        student_inference_pb2_grpc.StudentInferenceStub(channel).Score(request, timeout=5)
     return info.value
 
 
@@ -71,16 +72,32 @@ def test_health_and_reflection(student_inference: str) -> None:
 @pytest.mark.parametrize(
     ("request_", "field"),
     [
-        (student_inference_pb2.ScoreRequest(query="  ", products=[{"product_id": "p", "title": "t"}]), "query"),
+        (
+            student_inference_pb2.ScoreRequest(
+                query="  ", products=[{"product_id": "p", "title": "t"}]
+            ),
+            "query",
+        ),
         (student_inference_pb2.ScoreRequest(query="sofa"), "products"),
-        (student_inference_pb2.ScoreRequest(query="sofa", products=[{"product_id": "p", "title": "t"}] * 257),
-         "products"),
-        (student_inference_pb2.ScoreRequest(query="sofa", products=[{"product_id": "p", "title": "t"},
-                                                                      {"product_id": "q", "title": ""}]),
-         "products[1].title"),
-        (student_inference_pb2.ScoreRequest(query="sofa", products=[{"title": "t"}]), "products[0].product_id"),
+        (
+            student_inference_pb2.ScoreRequest(
+                query="sofa", products=[{"product_id": "p", "title": "t"}] * 257
+            ),
+            "products",
+        ),
+        (
+            student_inference_pb2.ScoreRequest(
+                query="sofa",
+                products=[{"product_id": "p", "title": "t"}, {"product_id": "q", "title": ""}],
+            ),
+            "products[1].title",
+        ),
+        (
+            student_inference_pb2.ScoreRequest(query="sofa", products=[{"title": "t"}]),
+            "products[0].product_id",
+        ),
     ],
-)  # fmt: skip
+)
 def test_invalid_requests_name_the_field(
     student_inference: str, request_: student_inference_pb2.ScoreRequest, field: str
 ) -> None:
@@ -90,7 +107,9 @@ def test_invalid_requests_name_the_field(
 
 
 def test_no_model_is_failed_precondition_not_a_made_up_score(student_inference: str) -> None:
-    request = student_inference_pb2.ScoreRequest(query="sofa", products=[{"product_id": "p", "title": "Grey sofa"}])
+    request = student_inference_pb2.ScoreRequest(
+        query="sofa", products=[{"product_id": "p", "title": "Grey sofa"}]
+    )
     error = score(student_inference, request)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no student model loaded" in error.details()
@@ -102,7 +121,9 @@ def test_teacher_without_model_and_graceful_stop() -> None:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = teacher_labeling_pb2_grpc.TeacherLabelingStub(channel)
-            pair = teacher_labeling_pb2.LabelPair(query="sofa", product=common_pb2.Product(product_id="p", title="Sofa"))
+            pair = teacher_labeling_pb2.LabelPair(
+                query="sofa", product=common_pb2.Product(product_id="p", title="Sofa")
+            )
             with pytest.raises(grpc.RpcError) as info:
                 stub.Label(teacher_labeling_pb2.LabelRequest(pairs=[pair]), timeout=5)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -8,8 +8,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from relevance.v1 import common_pb2, topics_pb2
+
 from services.core import bus
 from services.core.settings import Settings
 from services.core.topics import LABELS, pair_key
@@ -19,13 +19,18 @@ from training.data.materializer import LabelShardWriter, compact, materialize
 pytestmark = pytest.mark.integration
 
 
-def label(qid: str, pid: str, version: str, probs: list[float], at_s: int) -> topics_pb2.LabelRecord:
+def label(
+    qid: str, pid: str, version: str, probs: list[float], at_s: int
+) -> topics_pb2.LabelRecord:
     record = topics_pb2.LabelRecord(
-        pair_key=pair_key(qid, pid), query_id=qid, query=f"query {qid}", product_id=pid,
+        pair_key=pair_key(qid, pid),
+        query_id=qid,
+        query=f"query {qid}",
+        product_id=pid,
         grades=common_pb2.GradeDistribution(probs=probs),
         expected_score=sum(g * p for g, p in enumerate(probs)),
         teacher=common_pb2.ModelRef(name="teacher", version=version),
-    )  # fmt: skip
+    )
     record.meta.produced_at.FromSeconds(at_s)
     return record
 
@@ -35,7 +40,9 @@ def new_dataset(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_newest_teacher_wins_and_invalid_labels_are_dead_lettered(settings: Settings, tmp_path: Path) -> None:
+def test_newest_teacher_wins_and_invalid_labels_are_dead_lettered(
+    settings: Settings, tmp_path: Path
+) -> None:
     dataset = new_dataset(tmp_path)
     run = uuid.uuid4().hex[:8]
     publisher = bus.Publisher(settings)
@@ -66,6 +73,6 @@ def test_a_batch_written_twice_after_a_crash_is_not_duplicated(tmp_path: Path) -
     writer(batch)
     writer(batch[1:])  # the crashed consumer's uncommitted tail, delivered again
     assert compact(dataset) == 3
-    assert sorted(storage.read_table(dataset, "teacher_labels").column("product_id").to_pylist()) == [
-        "p0", "p1", "p2"
-    ]
+    assert sorted(
+        storage.read_table(dataset, "teacher_labels").column("product_id").to_pylist()
+    ) == ["p0", "p1", "p2"]

@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from transformers import AutoModel
 from typer.testing import CliRunner
 
-from training.student.checkpoint import load_student
+from training.student.checkpoint import load_model, load_student
 from training.student.cli import app
 from training.student.config import StudentKind, StudentTrainConfig
 from training.student.train import LAST, METRICS_CSV, MetricsLog, train
@@ -31,6 +33,15 @@ def test_train_writes_best_checkpoint_and_metrics(tiny_config: StudentTrainConfi
     evaluated = [float(r["dev_ndcg10"]) for r in rows if r["dev_ndcg10"]]
     assert len(evaluated) == 2 and max(evaluated) == pytest.approx(result.best_dev_ndcg10)
     assert load_student(out, device="cpu").score_pairs(["acme sofa"], [{"title": "acme sofa"}])
+
+    # Frozen word embeddings come out as they went in; the layers were trained.
+    trained = load_model(out)
+    base = AutoModel.from_pretrained(config.base_model)
+    encoder = trained.encoders()[0]
+    assert torch.equal(encoder.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    base_layer = base.encoder.layer[0].attention.self.query.weight
+    trained_layer = encoder.base_model.encoder.layer[0].attention.self.query.weight
+    assert not torch.equal(trained_layer, base_layer)
 
 
 def test_training_is_deterministic(tiny_config: StudentTrainConfig, tmp_path: Path):

@@ -1,0 +1,426 @@
+"""Score latency and throughput of the student: gRPC service + Triton, in-process ONNX
+Runtime, sentence-transformers' ``CrossEncoder.predict``, and the two-tower path.
+
+    python bench/bench_inference.py [--checkpoint DIR] [--products 100] [--scale 1.0]
+                                    [--out bench/results/inference.json]
+
+Every request is one query with ``--products`` candidates. Each path runs closed-loop
+clients at concurrency 1, 8 and 32 (each client sends its next request when the last
+one returns), in one run on the same model:
+
+* ``grpc_triton`` - a frontend-style grpc.aio client -> the student-inference service
+  (its own process, TritonBackend) -> tritonserver (CPU, Python backend running the
+  same ONNX graph with onnxruntime);
+* ``in_process`` - the same ``model.onnx`` and ``tokenizer.json`` called directly
+  (tokenizers + onnxruntime, same thread count as the Triton model);
+* ``sentence_transformers`` - ``CrossEncoder(model_dir).predict`` on the checkpoint;
+* ``two_tower_grpc`` - the service with TwoTowerBackend (precomputed product
+  embeddings, in-process query tower).
+
+Without ``--checkpoint`` the cross-encoder is all-MiniLM-L6-v2 cut to the trainer's
+default layer count with a fresh 4-grade head (speed does not depend on training).
+Also measured: this machine's float32 matmul FLOP/s and the cross-encoder's FLOPs per
+request, giving how close each path comes to the compute limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pyarrow.parquet as pq
+import torch
+from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+from sentence_transformers import CrossEncoder
+from tokenizers import Tokenizer
+from transformers import AutoConfig
+
+from services.core.broker import free_port
+from services.stack import health_status
+from services.student_inference.backends import triton_env, two_tower_env, write_cpu_repository
+from services.student_inference.triton_runtime import TritonServer, setup_venv
+from training.data.simulator import make_catalog, render_products
+from training.export.exporter import export_student
+from training.student.config import StudentTrainConfig
+from training.student.models.cross_encoder import CrossEncoderStudent
+from training.student.models.two_tower import TwoTowerStudent
+
+CONCURRENCY = (1, 8, 32)
+# Requests per client at each concurrency (times --scale); enough for a stable p99.
+REQUESTS = {1: 200, 8: 60, 32: 24}
+WARMUP = 10
+THREADS = 2  # intra-op threads of every path: the cores this machine has.
+QUERIES = [
+    "grey fabric sofa",
+    "oak writing desk with drawers",
+    "floor lamp linen shade",
+    "wool area rug 5x8",
+    "ergonomic office chair",
+    "king size bed frame",
+    "outdoor patio dining set",
+    "kids bookshelf white",
+]
+# Tokenizer encoding attribute behind each ONNX input name.
+ENCODING_FIELDS = {
+    "input_ids": "ids",
+    "attention_mask": "attention_mask",
+    "token_type_ids": "type_ids",
+}
+console = Console()
+
+
+def catalog(count: int, directory: Path) -> tuple[Path, list[dict[str, str]]]:
+    """Simulated listings (Parquet, for the two-tower export) and their request form."""
+    rng = np.random.default_rng(0)
+    table = render_products(make_catalog(count, rng), 0, count, rng)
+    path = directory / "products.parquet"
+    pq.write_table(table, path)
+    rows = table.select(["product_id", "title", "product_type", "brand"]).to_pylist()
+    return path, [{k: v or "" for k, v in row.items()} for row in rows]
+
+
+def build_students(directory: Path, checkpoint: Path | None) -> tuple[Path, Path]:
+    """(cross-encoder, two-tower) checkpoints with the trainer's default shape."""
+    defaults = StudentTrainConfig(dataset_dir=directory)
+    shape = {
+        "num_layers": defaults.num_layers,
+        "max_length": defaults.max_length,
+        "text_fields": defaults.text_fields,
+    }
+    if checkpoint is None:
+        checkpoint = directory / "cross-encoder"
+        torch.manual_seed(0)
+        CrossEncoderStudent.from_base(**shape).save(checkpoint, name="relkd-student", version="1")
+    two_tower = directory / "two-tower"
+    TwoTowerStudent.from_base(**shape).save(two_tower, name="relkd-two-tower", version="1")
+    return checkpoint, two_tower
+
+
+class Stats(dict[str, float]):
+    @classmethod
+    def of(cls, latencies: list[float], wall_s: float) -> Stats:
+        ms = np.asarray(latencies) * 1000
+        return cls(
+            p50_ms=round(float(np.percentile(ms, 50)), 2),
+            p99_ms=round(float(np.percentile(ms, 99)), 2),
+            rps=round(len(ms) / wall_s, 1),
+            requests=len(ms),
+        )
+
+
+async def closed_loop(
+    call: Callable[[int], Awaitable[Any]], concurrency: int, per_client: int
+) -> Stats:
+    latencies: list[float] = []
+
+    async def client(worker: int) -> None:
+        for i in range(per_client):
+            start = time.perf_counter()
+            await call(worker * per_client + i)
+            latencies.append(time.perf_counter() - start)
+
+    for i in range(WARMUP):
+        await call(i)
+    start = time.perf_counter()
+    await asyncio.gather(*(client(w) for w in range(concurrency)))
+    return Stats.of(latencies, time.perf_counter() - start)
+
+
+async def sweep(
+    name: str, make_call: Callable[[int], Callable[[int], Awaitable[Any]]], scale: float
+) -> dict[str, Stats]:
+    results = {}
+    for c in CONCURRENCY:
+        stats = await closed_loop(make_call(c), c, max(2, int(REQUESTS[c] * scale)))
+        console.log(f"{name} c={c}: {stats}")
+        results[f"c{c}"] = stats
+    return results
+
+
+def grpc_call(
+    address: str, requests: list[student_inference_pb2.ScoreRequest]
+) -> Callable[[int], Callable[[int], Awaitable[Any]]]:
+    channel = grpc.aio.insecure_channel(address)
+    stub = student_inference_pb2_grpc.StudentInferenceStub(channel)
+
+    def make(_: int) -> Callable[[int], Awaitable[Any]]:
+        async def call(i: int) -> Any:
+            return await stub.Score(requests[i % len(requests)], timeout=30)
+
+        return call
+
+    return make
+
+
+def threaded_call(
+    fn: Callable[[str, list[str]], np.ndarray], texts: list[tuple[str, list[str]]]
+) -> Callable[[int], Callable[[int], Awaitable[Any]]]:
+    def make(concurrency: int) -> Callable[[int], Awaitable[Any]]:
+        pool = ThreadPoolExecutor(concurrency)
+
+        async def call(i: int) -> Any:
+            query, batch = texts[i % len(texts)]
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, query, batch)
+
+        return call
+
+    return make
+
+
+class InProcess:
+    """The exported cross-encoder called directly: tokenizers + onnxruntime."""
+
+    def __init__(self, export_dir: Path, max_length: int) -> None:
+        self.tokenizer = Tokenizer.from_file(str(export_dir / "tokenizer" / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length, strategy="longest_first")
+        self.tokenizer.enable_padding()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def encode(self, query: str, texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch([(query, t) for t in texts])
+        fields = {
+            "input_ids": "ids",
+            "attention_mask": "attention_mask",
+            "token_type_ids": "type_ids",
+        }
+        return {
+            n: np.asarray([getattr(e, fields[n]) for e in encodings], np.int64) for n in self.names
+        }
+
+    def __call__(self, query: str, texts: list[str]) -> np.ndarray:
+        (score,) = self.session.run(["score"], self.encode(query, texts))
+        return score
+
+
+def sentence_transformers_scorer(model_dir: Path, max_length: int) -> Callable[..., np.ndarray]:
+    model = CrossEncoder(str(model_dir), device="cpu", max_length=max_length, local_files_only=True)
+    grades = np.arange(4, dtype=np.float32)
+
+    def predict(query: str, texts: list[str]) -> np.ndarray:
+        probs = model.predict(
+            [(query, t) for t in texts], batch_size=len(texts), apply_softmax=True
+        )
+        return np.asarray(probs) @ grades
+
+    return predict
+
+
+def matmul_flops(m: int, k: int, n: int, seconds: float = 1.5) -> float:
+    """Measured float32 GEMM FLOP/s on THREADS threads for an [m,k] x [k,n] product."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        count += 1
+    return 2 * m * k * n * count / (time.perf_counter() - start)
+
+
+def model_flops(model_dir: Path, batch: int, seq: int) -> float:
+    """Forward FLOPs of a BERT-like cross-encoder on [batch, seq] tokens (GEMMs only)."""
+    config = AutoConfig.from_pretrained(model_dir)
+    h, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = batch * seq
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * ff) + 2 * 2 * batch * seq * seq * h
+    head = 2 * batch * (h * h + h * config.num_labels)
+    return float(layers * per_layer + head)
+
+
+def start_service(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    full = {**os.environ, **env, "RELKD_STUDENT_INFERENCE_PORT": str(port)}
+    full["RELKD_METRICS_PORT"] = str(free_port())
+    # What `relkd serve student-inference` runs, without the CLI around it.
+    code = (
+        "import asyncio; from services.core.settings import get_settings; "
+        "from services.student_inference.service import serve; asyncio.run(serve(get_settings()))"
+    )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code], env=full, stdout=log, stderr=subprocess.STDOUT
+        )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while health_status(address, "relevance.v1.StudentInference") != "SERVING":
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"student-inference did not start:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    return process, address
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(30)
+
+
+async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    torch.set_num_threads(THREADS)
+    products_path, rows = catalog(max(1000, args.products * 4), work)
+    ce_checkpoint, tt_checkpoint = build_students(work, args.checkpoint)
+    meta = json.loads((ce_checkpoint / "student.json").read_text())
+    max_length = meta["max_length"]
+    ce_export, tt_export = work / "ce-export", work / "tt-export"
+    console.log("exporting students")
+    export_student(ce_checkpoint, ce_export, int8=False)
+    export_student(tt_checkpoint, tt_export, int8=False, products=products_path)
+
+    rng = np.random.default_rng(1)
+    picks = [rng.choice(len(rows), args.products, replace=False) for _ in QUERIES]
+    requests = [
+        student_inference_pb2.ScoreRequest(query=q, products=[rows[i] for i in pick])
+        for q, pick in zip(QUERIES, picks, strict=True)
+    ]
+    texts = [(q, [rows[i]["title"] for i in pick]) for q, pick in zip(QUERIES, picks, strict=True)]
+    results: dict[str, Any] = {}
+
+    in_process = InProcess(ce_export, max_length)
+    results["in_process"] = await sweep("in_process", threaded_call(in_process, texts), args.scale)
+    st_predict = sentence_transformers_scorer(ce_checkpoint / "model", max_length)
+    st_scale = args.scale / 4  # ~10x slower per request; fewer keep the run short.
+    results["sentence_transformers"] = await sweep(
+        "sentence_transformers", threaded_call(st_predict, texts), st_scale
+    )
+    ort_scores = in_process(*texts[0])
+    quality = {"max_abs_diff_st_vs_onnx": float(np.abs(st_predict(*texts[0]) - ort_scores).max())}
+
+    setup_venv(quiet=True)
+    repository = work / "triton-repo"
+    name = write_cpu_repository(ce_export, repository, cpu_threads=THREADS)
+    with TritonServer(repository, model_control="explicit", load_models=(name,)) as server:
+        process, address = start_service(triton_env(server, name), work / "service-triton.log")
+        try:
+            results["grpc_triton"] = await sweep(
+                "grpc_triton", grpc_call(address, requests), args.scale
+            )
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = student_inference_pb2_grpc.StudentInferenceStub(channel)
+                reply = await stub.Score(requests[0], timeout=30)
+            quality["max_abs_diff_grpc_vs_onnx"] = float(
+                np.abs(np.array([s.score for s in reply.scores]) - ort_scores).max()
+            )
+        finally:
+            stop(process)
+
+    process, address = start_service(two_tower_env(tt_export), work / "service-tt.log")
+    try:
+        results["two_tower_grpc"] = await sweep(
+            "two_tower_grpc", grpc_call(address, requests), args.scale
+        )
+    finally:
+        stop(process)
+
+    seq = int(in_process.encode(*texts[0])["input_ids"].shape[1])
+    config = AutoConfig.from_pretrained(ce_checkpoint / "model")
+    flops = model_flops(ce_checkpoint / "model", args.products, seq)
+    gemm = matmul_flops(args.products * seq, config.hidden_size, config.intermediate_size)
+    square = matmul_flops(1024, 1024, 1024)
+    peak = max(gemm, square)
+    compute = {
+        "flops_per_request": flops,
+        "padded_seq_len": seq,
+        "matmul_gflops_model_shape": round(gemm / 1e9, 1),
+        "matmul_gflops_1024": round(square / 1e9, 1),
+        "utilisation_at_saturation": {
+            path: round(flops * max(s["rps"] for s in results[path].values()) / peak, 3)
+            for path in ("in_process", "grpc_triton", "sentence_transformers")
+        },
+        "min_latency_ms_at_peak": round(flops / peak * 1000, 2),
+    }
+    best = {p: max(s["rps"] for s in results[p].values()) for p in results}
+    targets = {
+        "service_p50_overhead_c1_pct": round(
+            100
+            * (results["grpc_triton"]["c1"]["p50_ms"] / results["in_process"]["c1"]["p50_ms"] - 1),
+            1,
+        ),
+        "service_throughput_vs_in_process_pct": round(
+            100 * best["grpc_triton"] / best["in_process"], 1
+        ),
+        "speedup_vs_sentence_transformers_c1_p50": round(
+            results["sentence_transformers"]["c1"]["p50_ms"]
+            / results["grpc_triton"]["c1"]["p50_ms"],
+            2,
+        ),
+        "speedup_vs_sentence_transformers_throughput": round(
+            best["grpc_triton"] / best["sentence_transformers"], 2
+        ),
+        "two_tower_p99_c1_ms": results["two_tower_grpc"]["c1"]["p99_ms"],
+    }
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "threads_per_path": THREADS,
+            "shared": "2 cores shared with other engineers' work; numbers are noisy",
+            "gpu": None,
+        },
+        "model": {
+            "checkpoint": str(args.checkpoint) if args.checkpoint else "MiniLM-L6 cut (fresh head)",
+            "layers": config.num_hidden_layers,
+            "hidden": config.hidden_size,
+            "max_length": max_length,
+            "products_per_request": args.products,
+        },
+        "results": results,
+        "quality": quality,
+        "compute": compute,
+        "targets": targets,
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    table = Table(title="Score, 100 products per request")
+    table.add_column("path")
+    for c in CONCURRENCY:
+        table.add_column(f"c={c} p50/p99 ms")
+        table.add_column(f"c={c} req/s")
+    for path, stats in report["results"].items():
+        cells = []
+        for c in CONCURRENCY:
+            s = stats[f"c{c}"]
+            cells += [f"{s['p50_ms']}/{s['p99_ms']}", str(s["rps"])]
+        table.add_row(path, *cells)
+    console.print(table)
+    console.print(report["targets"], report["compute"], report["quality"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="Trained cross-encoder checkpoint.")
+    parser.add_argument("--products", type=int, default=100, help="Products per request.")
+    parser.add_argument("--scale", type=float, default=1.0, help="Multiplies request counts.")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/inference.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as work:
+        report = asyncio.run(run(args, Path(work)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    console.log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

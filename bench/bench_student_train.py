@@ -1,0 +1,178 @@
+"""Benchmark: `relkd student train` against sentence-transformers' CrossEncoder.
+
+Both train the same model (all-MiniLM-L6-v2 truncated to ``--num-layers`` layers,
+word embeddings frozen in both) with Margin-MSE on the same pair batches (from
+:class:`QueryPairSampler`) for the same number of steps, learning rate and schedule,
+in one process. Reports training throughput (pairs/s, training steps only) and the
+test NDCG@10 each reaches. sentence-transformers' student has one output logit, as
+its ``MarginMSELoss`` requires; ours has one per grade and scores their expectation.
+
+    python bench/bench_student_train.py [--dataset-dir DIR] [--steps 60]
+
+Writes ``bench/results/student_train.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+import transformers
+from rich.progress import track
+from sentence_transformers.cross_encoder import CrossEncoder
+from sentence_transformers.cross_encoder.losses import MarginMSELoss
+from transformers import get_linear_schedule_with_warmup
+
+from training.data.simulator import simulate
+from training.data.text import product_text
+from training.eval.evaluate import evaluate_scorer
+from training.student.checkpoint import load_student
+from training.student.config import LossWeights, StudentTrainConfig
+from training.student.examples import QueryPairSampler, load_training_set
+from training.student.models.base import default_base_model
+from training.student.train import train
+
+RESULTS = Path(__file__).parent / "results" / "student_train.json"
+
+
+class CrossEncoderScorer:
+    """The Scorer protocol over a sentence-transformers CrossEncoder."""
+
+    def __init__(self, model: CrossEncoder, text_fields: list[str]) -> None:
+        self.model = model
+        self.name = "sentence-transformers-cross-encoder"
+        self.text_fields = text_fields
+
+    def score_pairs(
+        self, queries: Sequence[str], products: Sequence[Mapping[str, Any]]
+    ) -> np.ndarray:
+        texts = [product_text(p, self.text_fields) for p in products]
+        return np.asarray(
+            self.model.predict(list(zip(queries, texts, strict=True)), batch_size=256)
+        )
+
+
+def train_sentence_transformers(
+    config: StudentTrainConfig, batches: list[np.ndarray], examples: list
+) -> tuple[CrossEncoder, float]:
+    """Train ST's CrossEncoder with its MarginMSELoss on ``batches``; return it and pairs/s."""
+    torch.manual_seed(config.seed)
+    model = CrossEncoder(
+        default_base_model(),
+        num_labels=1,
+        max_length=config.max_length,
+        config_kwargs={"num_hidden_layers": config.num_layers},
+        device="cpu",
+    )
+    model.model.get_input_embeddings().requires_grad_(False)
+    loss_fn = MarginMSELoss(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * config.max_steps), config.max_steps
+    )
+    model.train()
+    pairs_done, seconds = 0, 0.0
+    for pairs in track(batches, description="sentence-transformers"):
+        started = time.perf_counter()
+        hi = [examples[i] for i in pairs[:, 0]]
+        lo = [examples[j] for j in pairs[:, 1]]
+        labels = torch.tensor([a.score - b.score for a, b in zip(hi, lo, strict=True)])
+        loss = loss_fn(
+            [[e.query for e in hi], [e.product_text for e in hi], [e.product_text for e in lo]],
+            labels,
+        )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        seconds += time.perf_counter() - started
+        pairs_done += len(pairs)
+    model.eval()
+    return model, pairs_done / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset-dir", type=Path, help="Default: simulate a small dataset.")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    args = parser.parse_args()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = args.dataset_dir or simulate(
+            Path(tmp) / "dataset", num_products=2000, num_queries=300, num_unlabeled=0
+        )
+        config = StudentTrainConfig(
+            dataset_dir=dataset,
+            output_dir=Path(tmp) / "relkd-student",
+            use_teacher_labels=False,
+            num_layers=args.num_layers,
+            max_length=args.max_length,
+            loss_weights=LossWeights(margin_mse=1.0, mse=0.0, kl=0.0, cot=0.0),
+            max_steps=args.steps,
+            eval_every=args.steps,
+            lr=args.lr,
+        )
+        examples = load_training_set(config).examples
+        sampler = QueryPairSampler(
+            examples,
+            queries_per_batch=config.queries_per_batch,
+            pairs_per_query=config.pairs_per_query,
+            min_margin=config.min_margin,
+            seed=config.seed,
+        )
+        batches = [sampler.batch(n) for n in range(args.steps)]
+        st_model, st_pairs_per_s = train_sentence_transformers(config, batches, examples)
+        st_metrics = evaluate_scorer(CrossEncoderScorer(st_model, config.text_fields), dataset)
+
+        ours = train(config)
+        our_metrics = evaluate_scorer(load_student(config.output_dir, device="cpu"), dataset)
+
+    result = {
+        "benchmark": "student_train",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_avg_1m": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "setup": {
+            "steps": args.steps,
+            "pairs_per_batch": config.queries_per_batch * config.pairs_per_query,
+            "num_layers": args.num_layers,
+            "max_length": args.max_length,
+            "lr": args.lr,
+            "dataset": str(args.dataset_dir or "simulated 2000 products / 300 queries"),
+        },
+        "relkd": {"pairs_per_s": ours.pairs_per_s, "test_ndcg@10": our_metrics["ndcg@10"]},
+        "sentence_transformers": {
+            "pairs_per_s": st_pairs_per_s,
+            "test_ndcg@10": st_metrics["ndcg@10"],
+        },
+        "speedup": ours.pairs_per_s / st_pairs_per_s,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

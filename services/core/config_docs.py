@@ -1,0 +1,63 @@
+"""Renders docs/configuration.md from the settings classes, so the docs cannot drift.
+
+python -m services.core.config_docs > docs/configuration.md
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from pydantic_settings import BaseSettings
+
+# Every settings class of the platform, in the order the docs list them.
+SETTINGS_CLASSES = (
+    ("Platform core", "services.core.settings", "Settings"),
+    ("Candidate generation", "services.candidate_generation.settings", "CandidateSettings"),
+    ("Teacher labeling", "services.teacher_labeling.service", "TeacherLabelingSettings"),
+    ("Student inference", "services.student_inference.service", "StudentInferenceSettings"),
+    (
+        "Student inference: Triton backend",
+        "services.student_inference.backends",
+        "TritonBackendSettings",
+    ),
+    (
+        "Student inference: two-tower backend",
+        "services.student_inference.backends",
+        "TwoTowerSettings",
+    ),
+    ("Embedded Triton server", "services.student_inference.triton_runtime", "TritonSettings"),
+    ("KServe rollout", "services.rollout.settings", "RolloutSettings"),
+    ("Kubernetes jobs and offline checks", "services.jobs.settings", "K8sSettings"),
+    ("Data", "training.data.settings", "DataSettings"),
+)
+
+
+def _default(field) -> str:
+    if field.default_factory is not None:
+        return "(computed)"
+    value = field.default
+    return "(unset)" if value is None or value == "" else f"`{value}`"
+
+
+def render() -> str:
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting is an environment variable with the `RELKD_` prefix. This page is",
+        "generated from the settings classes (`python -m services.core.config_docs`);",
+        "a test fails when it is out of date.",
+    ]
+    for title, module, name in SETTINGS_CLASSES:
+        cls: type[BaseSettings] = getattr(importlib.import_module(module), name)
+        prefix = cls.model_config.get("env_prefix", "")
+        lines += ["", f"## {title}", "", "| variable | default | meaning |", "| --- | --- | --- |"]
+        for field_name, field in cls.model_fields.items():
+            description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            lines.append(
+                f"| `{(prefix + field_name).upper()}` | {_default(field)} | {description} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

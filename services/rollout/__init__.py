@@ -1,0 +1,1 @@
+"""Rollout of a new student as a KServe InferenceService with canary traffic (`relkd rollout`)."""

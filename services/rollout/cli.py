@@ -1,0 +1,186 @@
+"""`relkd rollout`: a new student as a KServe InferenceService, canary, promote, rollback.
+
+kserve is imported inside the commands (from services.rollout.kserve_rollout), never
+at module level: `relkd` loads every area's CLI at start-up, and kserve cannot share
+a process with ``tritonclient.grpc`` (duplicate protobuf symbols).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from services.jobs.settings import K8sSettings
+from services.rollout.settings import DeploymentMode, RolloutSettings
+
+if TYPE_CHECKING:
+    from services.rollout.kserve_rollout import RolloutStatus, StudentRollout
+
+app = typer.Typer(
+    help="Student rollout on KServe (InferenceService, canary).", no_args_is_help=True
+)
+console = Console()
+errors = Console(stderr=True)
+
+NameOption = typer.Option(None, "--name", help="InferenceService; default: RELKD_ROLLOUT_NAME.")
+DeploymentModeOption = typer.Option(None, help="Serverless or RawDeployment.")
+NamespaceOption = typer.Option(None, "--namespace", "-n", help="Default: RELKD_ROLLOUT_NAMESPACE.")
+
+
+def _rollout() -> StudentRollout:
+    from services.rollout.kserve_rollout import StudentRollout
+
+    return StudentRollout.connect(K8sSettings().kubeconfig)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(f"[red]{message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _show(status: RolloutStatus) -> None:
+    console.print(
+        f"{status.namespace}/{status.name} ({status.deployment_mode}): "
+        f"{'ready' if status.ready else 'not ready'}, url {status.url or '-'}",
+        highlight=False,
+    )
+    console.print(
+        f"version {status.version or '-'} ({status.storage_uri or '-'}), "
+        f"previous {status.previous_version or '-'}, "
+        f"canary {'-' if status.canary_traffic_percent is None else status.canary_traffic_percent}"
+        f"{'' if status.canary_traffic_percent is None else '%'}",
+        highlight=False,
+    )
+    if status.traffic:
+        table = Table("revision", "percent", "latest", "tag")
+        for target in status.traffic:
+            table.add_row(
+                target.revision, f"{target.percent}%", "yes" if target.latest else "", target.tag
+            )
+        console.print(table)
+
+
+@app.command("deploy")
+def deploy_command(
+    storage_uri: str = typer.Argument(
+        ..., help="Triton model repository of the student, e.g. s3://bucket/students/v3."
+    ),
+    version: str | None = typer.Option(None, help="Version label; default: URI's last segment."),
+    name: str | None = NameOption,
+    namespace: str | None = NamespaceOption,
+    canary: int | None = typer.Option(
+        None,
+        "--canary",
+        help="Traffic % to the new version; default: RELKD_ROLLOUT_CANARY_PERCENT "
+        "(100 in RawDeployment mode).",
+    ),
+    gpus: int | None = typer.Option(None, help="nvidia.com/gpu per Pod (0: CPU)."),
+    runtime: str | None = typer.Option(None, help="ServingRuntime; default kserve-tritonserver."),
+    runtime_version: str | None = typer.Option(None, help="Triton image tag."),
+    min_replicas: int | None = typer.Option(None, help="Fewest Pods per revision."),
+    max_replicas: int | None = typer.Option(None, help="Most Pods per revision."),
+    service_account: str | None = typer.Option(None, help="ServiceAccount with storage Secrets."),
+    deployment_mode: DeploymentMode | None = DeploymentModeOption,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the manifest YAML (validated against the CRD); no API call."
+    ),
+) -> None:
+    """Create the InferenceService, or move it to STORAGE_URI with a canary share of traffic."""
+    from services.rollout.kserve_rollout import (
+        RolloutError,
+        StudentService,
+        build_inference_service,
+        to_manifest,
+        validate_manifest,
+    )
+
+    settings = RolloutSettings()
+    mode = deployment_mode or settings.deployment_mode
+    if canary is None:
+        canary = settings.canary_percent if mode is DeploymentMode.SERVERLESS else None
+    fields = {
+        "name": name or settings.name,
+        "namespace": namespace or settings.namespace,
+        "storage_uri": storage_uri,
+        "version": version,
+        "runtime": runtime or settings.runtime,
+        "runtime_version": runtime_version or settings.runtime_version,
+        "gpus": settings.gpus if gpus is None else gpus,
+        "min_replicas": settings.min_replicas if min_replicas is None else min_replicas,
+        "max_replicas": settings.max_replicas if max_replicas is None else max_replicas,
+        "service_account": service_account or settings.service_account,
+        "deployment_mode": mode,
+        "canary_traffic_percent": canary,
+    }
+    try:
+        spec = StudentService(**fields)
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"]) or "input"
+            errors.print(f"[red]{field}: {problem['msg']}", highlight=False)
+        raise typer.Exit(2) from error
+
+    if dry_run:
+        manifest = to_manifest(build_inference_service(spec))
+        try:
+            problems = validate_manifest(manifest)
+        except FileNotFoundError as error:
+            errors.print(f"[yellow]not validated: {error}", highlight=False)
+            problems = []
+        if problems:
+            _fail("manifest does not match the InferenceService CRD:\n" + "\n".join(problems))
+        typer.echo(yaml.safe_dump(manifest, sort_keys=False), nl=False)
+        return
+
+    try:
+        status = _rollout().deploy(spec)
+    except RolloutError as error:
+        _fail(str(error))
+    console.print(f"deployed {spec.version} to {spec.namespace}/{spec.name}", highlight=False)
+    _show(status)
+
+
+@app.command("promote")
+def promote_command(name: str | None = NameOption, namespace: str | None = NamespaceOption) -> None:
+    """Send all traffic to the canary (the latest version)."""
+    from services.rollout.kserve_rollout import RolloutError
+
+    settings = RolloutSettings()
+    try:
+        status = _rollout().promote(name or settings.name, namespace or settings.namespace)
+    except RolloutError as error:
+        _fail(str(error))
+    _show(status)
+
+
+@app.command("rollback")
+def rollback_command(
+    name: str | None = NameOption, namespace: str | None = NamespaceOption
+) -> None:
+    """Send all traffic back to the previous version."""
+    from services.rollout.kserve_rollout import RolloutError
+
+    settings = RolloutSettings()
+    try:
+        status = _rollout().rollback(name or settings.name, namespace or settings.namespace)
+    except RolloutError as error:
+        _fail(str(error))
+    _show(status)
+
+
+@app.command("status")
+def status_command(name: str | None = NameOption, namespace: str | None = NamespaceOption) -> None:
+    """Readiness, URL, versions and traffic split of the InferenceService."""
+    from services.rollout.kserve_rollout import RolloutError
+
+    settings = RolloutSettings()
+    try:
+        status = _rollout().status(name or settings.name, namespace or settings.namespace)
+    except RolloutError as error:
+        _fail(str(error))
+    _show(status)

@@ -1,0 +1,90 @@
+"""Fixtures: exported tiny students and the real gRPC service on a free port.
+
+The tiny checkpoints and the Triton venv are the Triton and export tests' fixtures
+(imported, so all three test areas build the same students).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from integration.triton.conftest import make_cross_encoder, triton_install
+from relevance.v1 import student_inference_pb2_grpc
+from unit.export.conftest import minilm_tokenizer, products_parquet, two_tower_checkpoint
+
+from services.core.grpc_server import GrpcServer, ServiceBinding
+from services.student_inference.backends import TritonBackend
+from services.student_inference.service import (
+    SERVICE_NAME,
+    ScoringBackend,
+    StudentInferenceServicer,
+    StudentInferenceSettings,
+    load_backend,
+)
+from training.export.exporter import export_student
+
+__all__ = [
+    "make_cross_encoder",
+    "minilm_tokenizer",
+    "products_parquet",
+    "triton_install",
+    "two_tower_checkpoint",
+]
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_exports(
+    make_cross_encoder: Callable[[int], Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, Path]]:
+    """Version -> (checkpoint, export dir) of two differently seeded cross-encoders."""
+    exports = {}
+    for version in ("1", "2"):
+        checkpoint = make_cross_encoder(int(version))
+        out = tmp_path_factory.mktemp(f"ce-export-{version}")
+        export_student(checkpoint, out, int8=False)
+        exports[version] = (checkpoint, out)
+    return exports
+
+
+StartService = Callable[[Mapping[str, str]], str]
+
+
+@pytest.fixture
+def start_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[StartService]:
+    """Serves StudentInference in-process on a free port with the backend that the
+    given environment selects (as `relkd up` would set it); yields the address."""
+    started: list[tuple[asyncio.AbstractEventLoop, GrpcServer, ScoringBackend | None]] = []
+
+    def start(env: Mapping[str, str]) -> str:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        own = StudentInferenceSettings()
+        servicer = StudentInferenceServicer(load_backend(own), own.max_products)
+        binding = ServiceBinding(
+            SERVICE_NAME,
+            servicer,
+            student_inference_pb2_grpc.add_StudentInferenceServicer_to_server,
+        )
+
+        async def serve() -> GrpcServer:
+            # grpc.aio objects belong to the loop they are created on.
+            server = GrpcServer([binding], "127.0.0.1", 0)
+            await server.start()
+            return server
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+        server = asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+        started.append((loop, server, servicer.backend))
+        return server.address
+
+    yield start
+    for loop, server, backend in started:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+        if isinstance(backend, TritonBackend):
+            asyncio.run_coroutine_threadsafe(backend.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)

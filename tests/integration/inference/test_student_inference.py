@@ -1,0 +1,188 @@
+"""The student-inference service end to end: a real Triton (CPU, PyPI nvidia-pytriton)
+behind the real gRPC service process, and the two-tower backend.
+
+Scores are compared with the torch checkpoint; Triton is killed and restarted under
+the service; a new model version is loaded while requests keep arriving.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
+from transformers import AutoTokenizer
+
+from services.student_inference import triton_runtime
+from services.student_inference.backends import triton_env, two_tower_env, write_cpu_repository
+from services.student_inference.triton_runtime import TritonServer
+from training.export.exporter import export_student
+from training.student.checkpoint import load_student
+
+pytestmark = pytest.mark.integration
+
+StartService = Callable[[Mapping[str, str]], str]
+MODEL_NAME = "ce"
+
+QUERY = "grey sofa"
+PRODUCTS = [
+    {
+        "product_id": "long",
+        "title": "three-seat grey fabric sofa with a very long description that the "
+        "tokenizer cuts at 32 tokens because the student's max_length is small, and more",
+    },
+    {"product_id": "desk", "title": "oak desk"},
+    {"product_id": "lamp", "title": "floor lamp with linen shade"},
+]
+
+
+def score(
+    address: str, products: list[dict[str, str]], timeout_s: float = 10.0
+) -> student_inference_pb2.ScoreResponse:
+    request = student_inference_pb2.ScoreRequest(query=QUERY, products=products)
+    with grpc.insecure_channel(address) as channel:
+        stub = student_inference_pb2_grpc.StudentInferenceStub(channel)
+        return stub.Score(request, timeout=timeout_s)
+
+
+def torch_scores(checkpoint: Path, products: list[dict[str, str]]) -> np.ndarray:
+    return load_student(checkpoint, device="cpu").score_pairs([QUERY] * len(products), products)
+
+
+def scores_of(response: student_inference_pb2.ScoreResponse) -> np.ndarray:
+    return np.array([s.score for s in response.scores])
+
+
+@pytest.fixture
+def triton(
+    triton_install: object, cross_encoder_exports: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> Iterator[TritonServer]:
+    """Triton serving version 1 of the tiny cross-encoder from a fresh repository."""
+    repository = tmp_path / "repo"
+    write_cpu_repository(cross_encoder_exports["1"][1], repository, model_name=MODEL_NAME)
+    with TritonServer(repository, model_control="explicit", load_models=(MODEL_NAME,)) as server:
+        yield server
+
+
+def test_scores_match_torch_and_survive_a_triton_restart(
+    triton: TritonServer,
+    cross_encoder_exports: dict[str, tuple[Path, Path]],
+    start_service: StartService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checkpoint = cross_encoder_exports["1"][0]
+    address = start_service(triton_env(triton, MODEL_NAME))
+
+    response = score(address, PRODUCTS)
+    assert [s.product_id for s in response.scores] == [p["product_id"] for p in PRODUCTS]
+    np.testing.assert_allclose(scores_of(response), torch_scores(checkpoint, PRODUCTS), atol=1e-4)
+    assert (response.model.name, response.model.version) == (MODEL_NAME, "1")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint / "model")
+    too_long = sum(len(tokenizer(QUERY, p["title"])["input_ids"]) > 32 for p in PRODUCTS)
+    assert too_long == 1
+    assert response.truncated == too_long
+
+    ports = (triton.http_port, triton.grpc_port, triton.metrics_port)
+    triton.stop()
+    # The caller's deadline is generous: an UNAVAILABLE (not DEADLINE_EXCEEDED) shows
+    # the service answered on its own instead of hanging until the caller gave up.
+    with pytest.raises(grpc.RpcError) as info:
+        score(address, PRODUCTS, timeout_s=20.0)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "Triton" in (info.value.details() or "")
+
+    # Restart on the same ports, as a restarted pod behind the same Service would be.
+    reuse = iter(ports)
+    monkeypatch.setattr(triton_runtime, "free_port", lambda host="127.0.0.1": next(reuse))
+    triton.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            response = score(address, PRODUCTS)
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
+            assert time.monotonic() < deadline, "scoring did not resume after Triton returned"
+            time.sleep(0.2)
+    np.testing.assert_allclose(scores_of(response), torch_scores(checkpoint, PRODUCTS), atol=1e-4)
+
+
+def test_version_switch_under_load_fails_no_request(
+    triton: TritonServer,
+    cross_encoder_exports: dict[str, tuple[Path, Path]],
+    start_service: StartService,
+) -> None:
+    address = start_service(triton_env(triton, MODEL_NAME))
+    stop = threading.Event()
+    seen: list[tuple[str, np.ndarray]] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = student_inference_pb2_grpc.StudentInferenceStub(channel)
+            request = student_inference_pb2.ScoreRequest(query=QUERY, products=PRODUCTS)
+            while not stop.is_set():
+                try:
+                    response = stub.Score(request, timeout=10)
+                except grpc.RpcError as exc:
+                    failures.append(f"{exc.code().name}: {exc.details()}")
+                else:
+                    seen.append((response.model.version, scores_of(response)))
+
+    with ThreadPoolExecutor(4) as pool:
+        clients = [pool.submit(client) for _ in range(4)]
+        while not seen:
+            time.sleep(0.05)
+        write_cpu_repository(
+            cross_encoder_exports["2"][1], triton.model_repository, model_name=MODEL_NAME
+        )
+        triton.load_model(MODEL_NAME)
+        switched_at = len(seen)
+        deadline = time.monotonic() + 30
+        while not any(v == "2" for v, _ in seen[switched_at:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Keep the load on for a moment after the switch: the old version's unload.
+        time.sleep(1.0)
+        stop.set()
+        for future in clients:
+            future.result()
+
+    assert failures == []
+    versions = [v for v, _ in seen]
+    assert versions[0] == "1" and versions[-1] == "2"
+    assert set(versions) == {"1", "2"}
+    v2 = torch_scores(cross_encoder_exports["2"][0], PRODUCTS)
+    np.testing.assert_allclose(seen[-1][1], v2, atol=1e-4)
+
+
+def test_two_tower_backend_returns_checkpoint_scores(
+    two_tower_checkpoint: Path,
+    products_parquet: Path,
+    start_service: StartService,
+    tmp_path: Path,
+) -> None:
+    export_dir = tmp_path / "two-tower"
+    export_student(two_tower_checkpoint, export_dir, int8=False, products=products_parquet)
+    address = start_service(two_tower_env(export_dir))
+    products = [
+        {"product_id": "p0", "title": "grey fabric sofa", "brand": "acme"},
+        {"product_id": "p3", "title": "wool rug", "brand": "zenith"},
+        {"product_id": "p1", "title": "oak desk"},
+    ]
+
+    response = score(address, products)
+    expected = torch_scores(two_tower_checkpoint, products)
+    np.testing.assert_allclose(scores_of(response), expected, atol=1e-4)
+    assert (response.model.name, response.model.version) == ("tiny-tt", "1")
+    assert response.truncated == 0
+
+    with pytest.raises(grpc.RpcError) as info:
+        score(address, [products[0], {"product_id": "nowhere", "title": "a new sofa"}])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (info.value.details() or "").startswith("products[1].product_id")
