@@ -110,8 +110,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads for both trainers."
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
@@ -129,6 +133,7 @@ def main() -> None:
             max_steps=args.steps,
             eval_every=args.steps,
             lr=args.lr,
+            torch_threads=args.threads,
         )
         examples = load_training_set(config).examples
         sampler = QueryPairSampler(
@@ -149,7 +154,6 @@ def main() -> None:
         "benchmark": "student_train",
         "machine": {
             "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
             "load_avg_1m": os.getloadavg()[0],
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -160,6 +164,7 @@ def main() -> None:
             "num_layers": args.num_layers,
             "max_length": args.max_length,
             "lr": args.lr,
+            "torch_threads": args.threads,
             "dataset": str(args.dataset_dir or "simulated 2000 products / 300 queries"),
         },
         "relkd": {"pairs_per_s": ours.pairs_per_s, "test_ndcg@10": our_metrics["ndcg@10"]},

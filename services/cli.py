@@ -15,6 +15,7 @@ from services.candidate_generation import cli as candidates_cli
 from services.core import broker
 from services.demo.command import demo_command
 from services.jobs import cli as jobs_cli
+from services.rollout import cli as rollout_cli
 from training.data import cli as data_cli
 from training.eval import cli as eval_cli
 from training.export import cli as export_cli
@@ -39,3 +40,4 @@ app.add_typer(candidates_cli.app, name="candidates")
 student_cli.app.add_typer(export_cli.app)
 app.add_typer(student_cli.app, name="student")
 app.add_typer(jobs_cli.app, name="jobs")
+app.add_typer(rollout_cli.app, name="rollout")

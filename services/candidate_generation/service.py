@@ -22,9 +22,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from relevance.v1 import candidate_generation_pb2, candidate_generation_pb2_grpc, topics_pb2
+from relevance.v1 import (
+    candidate_generation_pb2,
+    candidate_generation_pb2_grpc,
+    common_pb2,
+    topics_pb2,
+)
 
 from services.candidate_generation.batch import candidate_batch, product_message, product_row
 from services.candidate_generation.index import CatalogIndex, Encoder, MiniLMEncoder
@@ -139,7 +145,7 @@ class CandidateEngine:
             self.pool.add(records, self.encoder.encode([r.query for r in records]))
 
     def products_changed(
-        self, products: Sequence[dict]
+        self, products: Sequence[dict[str, Any]]
     ) -> list[tuple[QueryRecord, list[Candidate]]]:
         """Upserts products, saves the index, and returns the candidates the change calls for."""
         with self._lock:
@@ -203,7 +209,7 @@ class RelabelHandler:
         self, deliveries: Sequence[bus.Delivery[topics_pb2.RelabelRequest]]
     ) -> list[bus.Rejection]:
         rejected: list[bus.Rejection] = []
-        products: dict[str, dict] = {}
+        products: dict[str, dict[str, Any]] = {}
         queries: list[QueryRecord] = []
         for delivery in deliveries:
             request = delivery.message
@@ -240,7 +246,7 @@ class RelabelHandler:
         return rejected
 
 
-def _products_problem(products: Sequence) -> str:
+def _products_problem(products: Sequence[common_pb2.Product]) -> str:
     if not products:
         return "product_changed.products: must not be empty"
     for i, product in enumerate(products):

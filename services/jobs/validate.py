@@ -41,9 +41,11 @@ from rich.progress import Progress
 from yamllint import config as yamllint_config
 from yamllint import linter
 
+from services.jobs.crd_schema import field_path, forbid_unknown_fields
 from services.jobs.settings import REPO_ROOT, K8sSettings
 
 CHECKS = ("yamllint", "kustomize", "schema", "skaffold", "checkov")
+CHECKS_HELP = f"Checks to run (repeatable): {', '.join(CHECKS)}."
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"[{self.check}] {self.where}: {self.message}"
-
-
-def _field_path(path: Iterable[Any]) -> str:
-    return ".".join(str(part) for part in path) or "<root>"
 
 
 def _object_name(doc: dict[str, Any]) -> str:
@@ -119,23 +117,6 @@ def _find_executable(name: str) -> str | None:
 # --- 3. schemas ---------------------------------------------------------------------------
 
 
-def _forbid_unknown_fields(schema: Any) -> Any:
-    """A CRD schema that rejects fields it does not declare, as the API server's
-    strict field validation does (CRD schemas allow them unless told otherwise)."""
-    if isinstance(schema, dict):
-        strict = {key: _forbid_unknown_fields(value) for key, value in schema.items()}
-        if (
-            "properties" in schema
-            and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            strict["additionalProperties"] = False
-        return strict
-    if isinstance(schema, list):
-        return [_forbid_unknown_fields(item) for item in schema]
-    return schema
-
-
 class ManifestValidator:
     """Validates one Kubernetes object against the schema of its apiVersion and kind."""
 
@@ -155,7 +136,7 @@ class ManifestValidator:
                 for version in crd["spec"]["versions"]:
                     if version.get("served"):
                         schema = version["schema"]["openAPIV3Schema"]
-                        schemas[(f"{group}/{version['name']}", kind)] = _forbid_unknown_fields(
+                        schemas[(f"{group}/{version['name']}", kind)] = forbid_unknown_fields(
                             schema
                         )
         return schemas
@@ -176,7 +157,7 @@ class ManifestValidator:
                 return [f"{kind} is not served as {api_version} by the CRDs in {self.crds_dir}"]
             validator = jsonschema.Draft7Validator(schema)
             return [
-                f"{_field_path(error.absolute_path)}: {error.message}"
+                f"{field_path(error.absolute_path)}: {error.message}"
                 for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
             ]
         validator = self._builtin_validator(api_version, kind)
@@ -186,7 +167,7 @@ class ManifestValidator:
                 "(unknown kind or removed apiVersion)"
             ]
         return [
-            f"{_field_path(error.absolute_path)}: {error.message}"
+            f"{field_path(error.absolute_path)}: {error.message}"
             for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
         ]
 
@@ -251,7 +232,7 @@ def validate_skaffold(skaffold_file: Path, schema_file: Path) -> list[Problem]:
     error = _deepest(error)
     return [
         Problem(
-            "skaffold", str(skaffold_file), f"{_field_path(error.absolute_path)}: {error.message}"
+            "skaffold", str(skaffold_file), f"{field_path(error.absolute_path)}: {error.message}"
         )
     ]
 
@@ -358,7 +339,7 @@ app = typer.Typer(help="Offline checks of the Kubernetes deployment.", no_args_i
 @app.command("validate")
 def validate_command(
     check: list[str] = typer.Option(
-        list(CHECKS), "--check", help=f"Checks to run (repeatable): {', '.join(CHECKS)}."
+        CHECKS, "--check", help=CHECKS_HELP
     ),
 ) -> None:
     """Lint, render and validate k8s/ and skaffold.yaml offline; exit 1 on any problem."""

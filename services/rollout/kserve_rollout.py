@@ -39,8 +39,8 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, Field, model_validator
 from urllib3.exceptions import HTTPError
 
+from services.jobs.crd_schema import field_path, forbid_unknown_fields
 from services.jobs.settings import K8sSettings
-from services.jobs.validate import _field_path, _forbid_unknown_fields
 from services.rollout.settings import DeploymentMode
 
 VERSION_ANNOTATION = "relkd.io/student-version"
@@ -208,7 +208,7 @@ def validate_manifest(manifest: dict[str, Any], settings: K8sSettings | None = N
         raise FileNotFoundError(f"no InferenceService CRD at {crd_file}: set RELKD_SCHEMAS_DIR")
     validator = _inference_service_validator(crd_file)
     return [
-        f"{_field_path(error.absolute_path)}: {error.message}"
+        f"{field_path(error.absolute_path)}: {error.message}"
         for error in sorted(validator.iter_errors(manifest), key=lambda e: list(e.path))
     ]
 
@@ -221,7 +221,7 @@ def _inference_service_validator(crd_file: Path) -> jsonschema.Draft7Validator:
     crd = yaml.load(crd_file.read_text(), Loader=loader)
     for version in crd["spec"]["versions"]:
         if version["name"] == constants.KSERVE_V1BETA1_VERSION:
-            schema = _forbid_unknown_fields(version["schema"]["openAPIV3Schema"])
+            schema = forbid_unknown_fields(version["schema"]["openAPIV3Schema"])
             return jsonschema.Draft7Validator(schema)
     raise FileNotFoundError(f"{crd_file} does not define {constants.KSERVE_V1BETA1}")
 
@@ -245,6 +245,7 @@ class RolloutStatus:
     url: str | None
     version: str | None
     previous_version: str | None
+    previous_storage_uri: str | None
     storage_uri: str | None
     canary_traffic_percent: int | None
     traffic: list[TrafficTarget] = field(default_factory=list)
@@ -270,6 +271,7 @@ class RolloutStatus:
             url=status.get("url") or components.get("url"),
             version=annotations.get(VERSION_ANNOTATION),
             previous_version=annotations.get(PREVIOUS_VERSION_ANNOTATION),
+            previous_storage_uri=annotations.get(PREVIOUS_STORAGE_URI_ANNOTATION),
             storage_uri=(predictor.get("model") or {}).get("storageUri"),
             canary_traffic_percent=predictor.get("canaryTrafficPercent"),
             traffic=[
@@ -384,9 +386,7 @@ class StudentRollout:
             raise RolloutError(f"InferenceService {where} has no previous version to roll back to")
         if status.deployment_mode != DeploymentMode.RAW:
             return self._patch(name, namespace, _merge_patch({}, canary=0))
-        current = self.get(name, namespace) or {}
-        annotations = (current.get("metadata") or {}).get("annotations") or {}
-        previous_uri = annotations.get(PREVIOUS_STORAGE_URI_ANNOTATION)
+        previous_uri = status.previous_storage_uri
         if not previous_uri:
             raise RolloutError(f"InferenceService {where} does not record the previous storage URI")
         restored = {

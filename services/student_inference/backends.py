@@ -69,11 +69,6 @@ _CHANNEL_ARGS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
-_UNAVAILABLE_STATUSES = {
-    str(grpc.StatusCode.UNAVAILABLE),
-    str(grpc.StatusCode.CANCELLED),
-    str(grpc.StatusCode.UNKNOWN),
-}
 
 
 class TritonBackendSettings(BaseSettings):
@@ -245,10 +240,9 @@ class TritonBackend:
                 f"{target} did not answer within {self.settings.triton_timeout_s} s "
                 "(RELKD_TRITON_TIMEOUT_S)"
             )
-        if status in _UNAVAILABLE_STATUSES or status is None:
-            return Unavailable(f"{target} is unavailable: {exc.message()}")
-        # NOT_FOUND (model or version not loaded), INVALID_ARGUMENT, INTERNAL: the
-        # student cannot answer, which the caller should treat like an outage.
+        # Connection refused or reset, model or version not loaded, a failing model:
+        # the student cannot answer, which the caller handles like an outage (retry
+        # elsewhere or fall back to unscored ranking).
         return Unavailable(f"{target} failed: {status}: {exc.message()}")
 
 
@@ -337,11 +331,17 @@ class TwoTowerBackend:
 
 
 def write_cpu_repository(
-    export_dir: Path, repository: Path, *, model_name: str | None = None, cpu_threads: int = 1
+    export_dir: Path,
+    repository: Path,
+    *,
+    model_name: str | None = None,
+    cpu_threads: int = 1,
+    int8: bool = False,
 ) -> str:
     """Add a cross-encoder export to ``repository`` (CPU variant); returns the model name.
 
-    ``cpu_threads`` is the model's ONNX Runtime intra-op thread count.
+    ``cpu_threads`` is the model's ONNX Runtime intra-op thread count; ``int8`` serves
+    the export's dynamically quantized graph.
     """
     # Imported here: the repository writer needs transformers, the service does not.
     from training.export.triton_repo import write_triton_repository
@@ -349,7 +349,12 @@ def write_cpu_repository(
     spec = read_spec(export_dir)
     name = model_name or spec.name
     write_triton_repository(
-        export_dir, repository, variant="cpu", model_name=name, cpu_threads=cpu_threads
+        export_dir,
+        repository,
+        variant="cpu",
+        model_name=name,
+        cpu_threads=cpu_threads,
+        precision="int8" if int8 else "fp32",
     )
     return name
 

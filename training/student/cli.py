@@ -62,6 +62,7 @@ def train_command(
     patience: Annotated[int | None, typer.Option(help="Evaluations without gain.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="torch device.")] = None,
+    torch_threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume/--no-resume", help="Continue an interrupted run.")
     ] = None,
@@ -103,6 +104,7 @@ def train_command(
         "patience": patience,
         "seed": seed,
         "device": device,
+        "torch_threads": torch_threads,
         "resume": resume,
         "progress": progress,
     }
@@ -122,3 +124,46 @@ def train_command(
 def train_main() -> None:
     """``python -m training.student.train``: the train command as a standalone program."""
     typer.run(train_command)
+
+
+@app.command("scale")
+def scale_command(
+    sizes: Annotated[
+        str, typer.Option(help="Comma-separated augmented-set sizes (teacher-labeled queries).")
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of StudentTrainConfig fields.")
+    ] = None,
+    kinds: Annotated[str, typer.Option(help="Comma-separated student kinds.")] = "cross-encoder",
+    dataset_dir: Annotated[Path | None, typer.Option(help="Dataset directory.")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Parent dir of the students.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per student.")] = None,
+    torch_threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    split: Annotated[str, typer.Option(help="Split the students are compared on.")] = "test",
+) -> None:
+    """Train a human-only student and one per augmented size; print test NDCG@10."""
+    import transformers
+
+    from training.student.scaling import markdown_table, run_scaling
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    overrides = {
+        "dataset_dir": dataset_dir,
+        "output_dir": output_dir,
+        "max_steps": max_steps,
+        "torch_threads": torch_threads,
+    }
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+        kind_list = [StudentKind(k.strip()) for k in kinds.split(",") if k.strip()]
+        base = (
+            StudentTrainConfig.from_yaml(config, **overrides)
+            if config is not None
+            else StudentTrainConfig.from_mapping({}, **overrides)
+        )
+        rows = run_scaling(base, size_list, kind_list, split=split)
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[red]student scale: {exc}")
+        raise typer.Exit(2) from exc
+    typer.echo(markdown_table(rows, split))

@@ -82,6 +82,9 @@ class StudentTrainConfig(BaseModel):
     queries_per_batch: int = Field(8, ge=1, description="Queries per micro-batch.")
     pairs_per_query: int = Field(4, ge=1, description="Pairs sampled per query per batch.")
     lr: float = Field(5e-5, gt=0)
+    head_lr_scale: float = Field(
+        10.0, gt=0, description="Learning-rate multiplier of the freshly initialised heads."
+    )
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_steps: int = Field(200, ge=1, description="Optimizer steps.")
@@ -93,6 +96,12 @@ class StudentTrainConfig(BaseModel):
     )
     amp: bool = Field(True, description="Mixed precision when training on a GPU.")
     device: str | None = Field(None, description="torch device; default cuda if available.")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for torch (null: torch's default). On a CPU shared with "
+        "other jobs 1 is often several times faster than oversubscribed threads.",
+    )
     seed: int = 0
     resume: bool = Field(False, description="Continue from output_dir/last if present.")
     progress: bool = Field(True, description="Show progress bars.")

@@ -92,3 +92,58 @@ def train_command(
         raise typer.BadParameter(str(error)) from error
     info = train(resolved)
     typer.echo(json.dumps({"output_dir": str(resolved.output_dir), "dev": info["dev"]}))
+
+
+@app.command("label")
+def label_command(
+    checkpoint: Annotated[Path, typer.Option(help="Teacher checkpoint directory.")],
+    dataset_dir: Annotated[Path, typer.Option(help="Dataset directory.")] = Path(".relkd/data/sim"),
+    split: Annotated[
+        list[str] | None, typer.Option(help="Splits whose judged pairs to label (repeatable).")
+    ] = None,
+    explain: Annotated[bool, typer.Option(help="Ask a generative teacher for rationales.")] = False,
+    chunk: Annotated[int, typer.Option(help="Pairs per labeling call.")] = 512,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+) -> None:
+    """Label judged pairs offline and write the dataset's teacher_labels table."""
+    from rich.progress import Progress
+
+    from training.data import storage
+    from training.teacher.data import load_split
+    from training.teacher.labeler import TeacherLabeler
+
+    labeler = TeacherLabeler.from_checkpoint(checkpoint, device=device)
+    pairs = [p for name in split or ["train"] for p in load_split(dataset_dir, name)]
+    rows = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("teacher labeling", total=len(pairs))
+        for start in range(0, len(pairs), chunk):
+            batch = pairs[start : start + chunk]
+            labels = labeler.label([(p.query, p.product) for p in batch], explain=explain)
+            for pair, label in zip(batch, labels, strict=True):
+                rows.append(
+                    {
+                        "query_id": pair.query_id,
+                        "query": pair.query,
+                        "product_id": pair.product["product_id"],
+                        "grade_probs": list(label.grade_probs),
+                        "expected_score": label.expected_score,
+                        "teacher_model": labeler.name,
+                        "teacher_version": labeler.version,
+                        "category_match": int(label.category_match),
+                        "brand_match": int(label.brand_match),
+                        "attribute_match": int(label.attribute_match),
+                    }
+                )
+            progress.advance(task, len(batch))
+    path = storage.write_table(dataset_dir, "teacher_labels", rows)
+    typer.echo(
+        json.dumps(
+            {
+                "teacher_labels": str(path),
+                "pairs": len(rows),
+                "teacher": f"{labeler.name}@{labeler.version}",
+                "malformed_generations": labeler.stats.malformed_generations,
+            }
+        )
+    )

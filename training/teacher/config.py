@@ -44,7 +44,7 @@ class TeacherTrainConfig(BaseModel):
     dataset_dir: Path = Field(Path(".relkd/data/sim"), description="Dataset directory.")
     output_dir: Path = Field(Path(".relkd/models/teacher"), description="Checkpoint directory.")
     name: str = Field("teacher", description="Teacher name recorded in teacher.json and labels.")
-    epochs: float = Field(2.0, gt=0, description="Passes over the train split (may be fractional).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the train split (may be fractional).")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear warmup, linear decay).")
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
@@ -79,7 +79,7 @@ class TeacherTrainConfig(BaseModel):
         0, ge=0, description="Optimizer steps between dev evaluations; 0 means once per epoch."
     )
     max_train_examples: int = Field(0, ge=0, description="Cap on train pairs; 0 uses all.")
-    max_dev_examples: int = Field(2000, ge=0, description="Cap on dev pairs; 0 uses all.")
+    max_dev_examples: int = Field(1000, ge=0, description="Cap on dev pairs; 0 uses all.")
     resume: bool = Field(
         False, description="Continue from output_dir/last (weights, optimizer, step, RNG)."
     )

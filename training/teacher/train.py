@@ -69,7 +69,8 @@ class Encoded:
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
 def smoothed(target: np.ndarray, config: TeacherTrainConfig) -> np.ndarray:
@@ -190,18 +191,29 @@ def predict(
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Temperature minimising the soft cross-entropy on dev (Guo et al., 2017)."""
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+    """Temperature minimising the soft cross-entropy on dev (Guo et al., 2017).
+
+    Optimised over the inverse temperature, in which the loss is convex, with a Wolfe
+    line search; a result that does not beat T = 1 (degenerate dev logits) keeps T = 1.
+    """
+    logits = logits.double()
+    targets = targets.double()
+    inverse = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([inverse], max_iter=100, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = soft_cross_entropy(logits / log_t.exp(), targets)
+        loss = soft_cross_entropy(logits * inverse, targets)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    temperature = float(1.0 / inverse.detach().clamp(1 / 20, 20))
+    with torch.no_grad():
+        fitted = soft_cross_entropy(logits / temperature, targets)
+        if not fitted <= soft_cross_entropy(logits, targets):
+            return 1.0
+    return temperature
 
 
 def weights_digest(directory: Path, extra: dict[str, Any]) -> str:
@@ -323,23 +335,25 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
     config.output_dir.mkdir(parents=True, exist_ok=True)
     resume_path = config.output_dir / RESUME_DIR / "state.pt"
     step, best_score, best_state, stale, history = 0, -math.inf, trainable_state(model), 0, []
+    # Dev logits of the best evaluation, reused for calibration instead of predicting again.
+    best_logits: torch.Tensor | None = None
     if config.resume and resume_path.exists():
         state = torch.load(resume_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best_score, best_state = state["step"], state["best_score"], state["best_state"]
+        best_logits = state["best_logits"]
         stale, history = state["stale"], state["history"]
         torch.set_rng_state(state["torch_rng"])
         console.print(f"resumed from {resume_path} at step {step}/{total_steps}")
     elif config.resume:
         console.print(f"no checkpoint at {resume_path}; starting from scratch")
 
-    def evaluate() -> dict[str, float]:
-        logits = predict(
+    def dev_logits() -> torch.Tensor:
+        return predict(
             model, head, dev_examples, tokenizer.pad_token_id, config.batch_size, device, dtype
         )
-        return grade_metrics(dev_pairs, logits, dev_targets)
 
     def micro_batches(epoch: int) -> Iterator[Batch]:
         order = np.random.default_rng(config.seed + epoch).permutation(len(train_examples))
@@ -383,12 +397,13 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
                 step += 1
                 progress.update(task, advance=1, info=f"loss {loss.item():.3f}")
                 if step % eval_every == 0 or step == total_steps:
-                    metrics = {"step": step, **evaluate()}
+                    logits = dev_logits()
+                    metrics = {"step": step, **grade_metrics(dev_pairs, logits, dev_targets)}
                     history.append(metrics)
                     progress.update(task, info=f"dev ndcg@10 {metrics['ndcg@10']:.4f}")
                     if metrics["ndcg@10"] > best_score:
                         best_score, stale = metrics["ndcg@10"], 0
-                        best_state = trainable_state(model)
+                        best_state, best_logits = trainable_state(model), logits
                     else:
                         stale += 1
                     if ddp.main:
@@ -401,6 +416,7 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
                                 "step": step,
                                 "best_score": best_score,
                                 "best_state": best_state,
+                                "best_logits": best_logits,
                                 "stale": stale,
                                 "history": history,
                                 "torch_rng": torch.get_rng_state(),
@@ -415,12 +431,10 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
                     break
 
     model.load_state_dict(best_state, strict=False)
-    dev_logits = predict(
-        model, head, dev_examples, tokenizer.pad_token_id, config.batch_size, device, dtype
-    )
-    temperature = fit_temperature(dev_logits, dev_targets)
-    calibrated = grade_metrics(dev_pairs, dev_logits / temperature, dev_targets)
-    uncalibrated = grade_metrics(dev_pairs, dev_logits, dev_targets)
+    logits = best_logits if best_logits is not None else dev_logits()
+    temperature = fit_temperature(logits, dev_targets)
+    calibrated = grade_metrics(dev_pairs, logits / temperature, dev_targets)
+    uncalibrated = grade_metrics(dev_pairs, logits, dev_targets)
     info = {
         "name": config.name,
         "kind": config.kind,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -71,7 +72,9 @@ def engine(
 
 
 def read_batches(
-    broker: EmbeddedBroker, until: callable, timeout_s: float = 60.0
+    broker: EmbeddedBroker,
+    until: Callable[[list[tuple[str, topics_pb2.CandidateBatch]]], bool],
+    timeout_s: float = 60.0,
 ) -> list[tuple[str, topics_pb2.CandidateBatch]]:
     """(key, batch) pairs on the candidates topic, polled until `until(batches)` holds."""
     consumer = KafkaConsumer(

@@ -122,3 +122,21 @@ def test_cli_reports_bad_config_field(tmp_path: Path):
     result = CliRunner().invoke(app, ["train", "--config", str(config_file)])
     assert result.exit_code == 2
     assert "max_steps" in result.output
+
+
+def test_cli_scale_trains_human_only_and_each_size(tiny_config: StudentTrainConfig, tmp_path: Path):
+    config_file = tmp_path / "student.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            json.loads(tiny_config.model_copy(update={"max_steps": 2}).model_dump_json())
+        )
+    )
+    out = tmp_path / "scale"
+    result = CliRunner().invoke(
+        app, ["scale", "--config", str(config_file), "--sizes", "3,1", "--output-dir", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "scaling.json").read_text())
+    assert [r["teacher_queries"] for r in rows] == [0, 1, 3]
+    assert all(r["human_queries"] == 8 and 0 <= r["test_ndcg@10"] <= 1 for r in rows)
+    assert "| cross-encoder | 3 | 8 |" in result.stdout

@@ -70,3 +70,14 @@ def test_token_budget_batches_cover_every_pair_once_within_budget() -> None:
         # An over-long pair travels alone; every other batch respects the budget.
         assert len(batch) * longest <= 64 or len(batch) == 1
         assert [lengths[i] for i in batch] == sorted(lengths[i] for i in batch)
+
+
+def test_temperature_scaling_recovers_a_known_temperature() -> None:
+    import torch
+
+    from training.teacher.train import fit_temperature
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn((400, 4), generator=generator) * 4
+    assert fit_temperature(logits, torch.softmax(logits / 2.5, -1)) == pytest.approx(2.5, rel=1e-3)
+    assert fit_temperature(logits, torch.softmax(logits / 0.5, -1)) == pytest.approx(0.5, rel=1e-3)

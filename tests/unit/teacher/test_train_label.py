@@ -193,3 +193,34 @@ def test_cli_trains_from_yaml_and_resumes(tmp_path, tiny_dataset, bert_backbone)
     assert [h["step"] for h in info["history"]] == [steps_first, 2 * steps_first]
     bad = runner.invoke(app, ["train", "--config", str(config), "--set", "epochz=1"])
     assert bad.exit_code != 0 and "epochz" in bad.output
+
+
+def test_cli_label_writes_the_teacher_labels_table(tmp_path, tiny_dataset, checkpoints) -> None:
+    import shutil
+
+    from training.data import storage
+
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    result = CliRunner().invoke(
+        app,
+        [
+            "label",
+            "--checkpoint",
+            str(checkpoints["llama-generative"]),
+            "--dataset-dir",
+            str(dataset),
+            "--split",
+            "dev",
+            "--explain",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    table = storage.read_table(dataset, "teacher_labels")
+    dev = load_split(dataset, "dev")
+    assert table.num_rows == len(dev)
+    info = json.loads((checkpoints["llama-generative"] / TEACHER_FILE).read_text())
+    assert set(table["teacher_version"].to_pylist()) == {info["version"]}
+    assert json.loads(result.output.strip().splitlines()[-1])["pairs"] == len(dev)
