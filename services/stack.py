@@ -158,29 +158,62 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(
-    extra_env: Mapping[str, str] | None = None, timeout_s: float = 20.0
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float = 20.0,
+    triton_repository: Path | None = None,
 ) -> Iterator[Stack]:
-    """Broker (unless RELKD_KAFKA_BOOTSTRAP is set) plus the services, torn down on exit."""
+    """Broker (unless RELKD_KAFKA_BOOTSTRAP is set), Triton serving `triton_repository`
+    when given, and the three services; all torn down on exit."""
     settings = get_settings()
-    with kafka_for_stack() as bootstrap:
-        stack = Stack(bootstrap, settings, extra_env)
-        try:
-            stack.start(timeout_s)
-            yield stack
-        finally:
-            stack.stop()
+    env = dict(extra_env or {})
+    with contextlib.ExitStack() as exits:
+        bootstrap = exits.enter_context(kafka_for_stack())
+        if triton_repository is not None:
+            env.update(exits.enter_context(_triton(triton_repository)))
+        stack = Stack(bootstrap, settings, env)
+        exits.callback(stack.stop)
+        stack.start(timeout_s)
+        yield stack
+
+
+@contextlib.contextmanager
+def _triton(repository: Path) -> Iterator[dict[str, str]]:
+    """A real Triton serving the student of `repository`; yields student-inference's env."""
+    from services.student_inference.backends import TritonBackendSettings, triton_env
+    from services.student_inference.triton_runtime import TritonServer
+
+    model = TritonBackendSettings().student_model
+    models = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
+    if model not in models:
+        if len(models) != 1:
+            raise ValueError(
+                f"student_model: {model!r} is not in {repository} (models: {models}); "
+                "set RELKD_STUDENT_MODEL"
+            )
+        model = models[0]
+    with TritonServer(repository, model_control="explicit", load_models=(model,)) as server:
+        yield triton_env(server, model)
 
 
 def up_command(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for every service to be SERVING.")
     ] = 20.0,
+    triton_repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve the student of this Triton model repository (from `relkd demo` "
+            "or `relkd student triton-repo`) through a local Triton."
+        ),
+    ] = None,
 ) -> None:
-    """Start the broker and the three services; Ctrl-C stops them all."""
+    """Start the broker, Triton (with --triton-repository) and the services; Ctrl-C stops all."""
     configure_logging("relkd-up", get_settings().log_level)
     started = time.monotonic()
-    with running_stack(timeout_s=timeout) as stack:
+    with running_stack(timeout_s=timeout, triton_repository=triton_repository) as stack:
         typer.echo(f"kafka               {stack.bootstrap}")
+        if "RELKD_TRITON_URL" in stack.env:
+            typer.echo(f"triton              {stack.env['RELKD_TRITON_URL']}  READY")
         for name in SERVICES:
             typer.echo(f"{name:<20}{stack.address(name)}  SERVING")
         typer.echo(

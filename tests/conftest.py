@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
-# Tests must never reach a model hub, and the first group join of the embedded
-# brokers takes about half the session timeout: keep it short.
+from services.core.broker import BROKER_KINDS, EmbeddedBroker, create_topics, free_port
+from services.core.settings import Settings, get_settings
+from services.core.topics import Topic
+
+# Settings are read lazily, so these apply to every test. Tests must never reach a
+# model hub, and the first group join of the embedded brokers takes about half the
+# session timeout: keep it short.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RELKD_KAFKA_SESSION_TIMEOUT_MS", "6000")
 os.environ.setdefault("RELKD_KAFKA_MAX_POLL_INTERVAL_MS", "10000")
 os.environ.pop("RELKD_KAFKA_BOOTSTRAP", None)
 
-from services.core.broker import BROKER_KINDS, EmbeddedBroker, create_topics, free_port
-from services.core.settings import Settings, get_settings
+# Tiny models and datasets (tests/model_fixtures.py), for every test directory.
+pytest_plugins = ["model_fixtures"]
 
 
 @pytest.fixture(scope="session", params=BROKER_KINDS)
@@ -38,3 +45,34 @@ def settings(kafka_broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch) -> I
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def read_topic(kafka_broker: EmbeddedBroker) -> Callable[..., list]:
+    """Reads every message of a topic as a fresh consumer group, waiting for `expect` of them."""
+    from kafka import KafkaConsumer
+
+    def read(topic: Topic, expect: int, timeout_s: float = 30.0) -> list:
+        consumer = KafkaConsumer(
+            topic.name,
+            bootstrap_servers=kafka_broker.bootstrap,
+            group_id=f"reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        messages: list = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(messages) < expect and time.monotonic() < deadline:
+                for records in consumer.poll(timeout_ms=500).values():
+                    messages.extend(topic.decode(r.value) for r in records)
+            # Drain briefly so duplicates beyond `expect` are seen too.
+            for records in consumer.poll(timeout_ms=1000).values():
+                messages.extend(topic.decode(r.value) for r in records)
+        finally:
+            consumer.close()
+        return messages
+
+    return read

@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     candidate_generation_port: int = Field(50051, description="candidate-generation gRPC port.")
     teacher_labeling_port: int = Field(50052, description="teacher-labeling gRPC port.")
     student_inference_port: int = Field(50053, description="student-inference gRPC port.")
-    grpc_max_workers: int = Field(8, description="Worker threads per gRPC server.")
     grpc_grace_s: float = Field(
         5.0, description="Seconds in-flight RPCs get to finish on graceful stop."
     )

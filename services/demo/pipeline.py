@@ -319,27 +319,28 @@ def best_cross_encoder(run: DemoRun) -> str:
 
 def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any]:
     from services.demo.frontend import GrpcStudentScorer
-    from services.student_inference.backends import triton_env
+    from services.student_inference.backends import triton_env, write_cpu_repository
     from services.student_inference.triton_runtime import TritonServer
     from training.eval.evaluate import evaluate_scorer
     from training.export.exporter import export_student
-    from training.export.triton_repo import write_triton_repository
 
     best = best_cross_encoder(run)
-    export_dir, repository = run.path("export") / best, run.path("triton-repository")
+    export_dir = run.path("export") / best
     export_student(run.path("students") / best, export_dir)
-    write_triton_repository(export_dir, repository, variant="cpu", model_name="student")
-    triton = exits.enter_context(TritonServer(repository, model_control="none"))
-    stack.with_env("student-inference", triton_env(triton, export_dir, "student"))
+    # int8 on CPU: about twice the fp32 throughput, scores within 0.005 (docs/triton.md).
+    model = write_cpu_repository(
+        export_dir, run.path("triton-repository"), model_name="student", int8=True
+    )
+    triton = exits.enter_context(
+        TritonServer(run.path("triton-repository"), model_control="explicit", load_models=(model,))
+    )
+    stack.with_env("student-inference", triton_env(triton, model))
     with GrpcStudentScorer(stack.address("student-inference"), name=f"served: {best}") as served:
         metrics = evaluate_scorer(served, run.path("dataset"), "test", show_progress=True)
         latency = request_latency_ms(served, run)
         examples = served.examples(run.path("dataset"), count=5)
-    return {
-        "student": best,
-        "result": _result(f"served via Triton: {best}", "served", None, metrics, latency),
-        "examples": examples,
-    }
+    result = _result(f"served via Triton (int8): {best}", "served", None, metrics, latency)
+    return {"student": best, "result": result, "examples": examples}
 
 
 def run_report(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:

@@ -43,7 +43,7 @@ SCORERS: dict[str, ScorerFactory] = {}
 
 
 def register_scorer(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:
-    """Register a factory for ``kind``; the lead adds teacher/student kinds this way."""
+    """Register a factory for ``kind`` (see baselines.py and model_scorers.py)."""
 
     def add(factory: ScorerFactory) -> ScorerFactory:
         if kind in SCORERS:
@@ -56,8 +56,8 @@ def register_scorer(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:
 
 def build_scorer(spec: str, dataset_dir: Path | str) -> Scorer:
     """Build the scorer named by ``spec`` (``KIND`` or ``KIND=ARGUMENT``)."""
-    # Importing registers the built-in baselines.
-    from training.eval import baselines  # noqa: F401
+    # Importing registers the built-in baselines and the trained-model kinds.
+    from training.eval import baselines, model_scorers  # noqa: F401
 
     kind, _, argument = spec.partition("=")
     if kind not in SCORERS:

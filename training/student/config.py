@@ -81,7 +81,7 @@ class StudentTrainConfig(BaseModel):
     # Optimisation.
     queries_per_batch: int = Field(8, ge=1, description="Queries per micro-batch.")
     pairs_per_query: int = Field(4, ge=1, description="Pairs sampled per query per batch.")
-    lr: float = Field(5e-5, gt=0)
+    lr: float = Field(1e-4, gt=0)
     head_lr_scale: float = Field(
         10.0, gt=0, description="Learning-rate multiplier of the freshly initialised heads."
     )

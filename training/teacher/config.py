@@ -78,7 +78,12 @@ class TeacherTrainConfig(BaseModel):
     eval_every: int = Field(
         0, ge=0, description="Optimizer steps between dev evaluations; 0 means once per epoch."
     )
-    max_train_examples: int = Field(0, ge=0, description="Cap on train pairs; 0 uses all.")
+    max_train_examples: int = Field(
+        3000,
+        ge=0,
+        description="Cap on train pairs (seeded subset); 0 uses all. The default keeps the "
+        "embedded CPU run at a few minutes.",
+    )
     max_dev_examples: int = Field(1000, ge=0, description="Cap on dev pairs; 0 uses all.")
     resume: bool = Field(
         False, description="Continue from output_dir/last (weights, optimizer, step, RNG)."

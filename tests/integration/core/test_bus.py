@@ -13,40 +13,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 from relevance.v1 import common_pb2, topics_pb2
 
 from services.core import bus
 from services.core.broker import EmbeddedBroker
 from services.core.settings import Settings
-from services.core.topics import CANDIDATES, DLQ, LABELS, Topic
+from services.core.topics import CANDIDATES, DLQ, LABELS
 
 pytestmark = pytest.mark.integration
-
-
-def read_all(broker: EmbeddedBroker, topic: Topic, expect: int, timeout_s: float = 30.0) -> list:
-    """Every message on `topic`, waiting until at least `expect` arrived."""
-    consumer = KafkaConsumer(
-        topic.name,
-        bootstrap_servers=broker.bootstrap,
-        group_id=f"reader-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
-    messages: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(messages) < expect and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                messages.extend(topic.decode(r.value) for r in records)
-        # Drain briefly so duplicates beyond `expect` are seen too.
-        for records in consumer.poll(timeout_ms=1000).values():
-            messages.extend(topic.decode(r.value) for r in records)
-    finally:
-        consumer.close()
-    return messages
 
 
 def candidate(query_id: str) -> topics_pb2.CandidateBatch:
@@ -75,7 +49,7 @@ def test_publisher_refuses_the_wrong_message_type(settings: Settings) -> None:
 
 
 def test_poison_and_invalid_messages_are_dead_lettered_with_reason(
-    settings: Settings, kafka_broker: EmbeddedBroker
+    settings: Settings, read_topic
 ) -> None:
     run = uuid.uuid4().hex[:8]
     publisher = bus.Publisher(settings)
@@ -109,7 +83,7 @@ def test_poison_and_invalid_messages_are_dead_lettered_with_reason(
     publisher.close()
 
     assert sorted(q for q in handled if q.startswith(run)) == [f"{run}-ok1", f"{run}-ok2"]
-    letters = [m for m in read_all(kafka_broker, DLQ, expect=3) if m.consumer_group == f"dlq-{run}"]
+    letters = [m for m in read_topic(DLQ, expect=3) if m.consumer_group == f"dlq-{run}"]
     by_reason = {m.error_type: m for m in letters}
     assert set(by_reason) == {"DecodeError", "ValidationError", "RuntimeError"}
     assert by_reason["DecodeError"].payload == b"\xff\xff\xff not protobuf"
@@ -122,7 +96,7 @@ def test_poison_and_invalid_messages_are_dead_lettered_with_reason(
 
 
 def test_killed_consumer_loses_nothing_and_replacement_resumes(
-    settings: Settings, kafka_broker: EmbeddedBroker
+    settings: Settings, kafka_broker: EmbeddedBroker, read_topic
 ) -> None:
     run = uuid.uuid4().hex[:8]
     group = f"alo-{run}"
@@ -177,11 +151,7 @@ def test_killed_consumer_loses_nothing_and_replacement_resumes(
     thread.join(15)
     publisher.close()
 
-    labels = {
-        m.query_id
-        for m in read_all(kafka_broker, LABELS, expect=len(ids))
-        if m.query_id.startswith(run)
-    }
+    labels = {m.query_id for m in read_topic(LABELS, expect=len(ids)) if m.query_id.startswith(run)}
     assert labels == set(ids), f"lost: {sorted(set(ids) - labels)}"
     # The replacement resumed from the committed offsets instead of starting over:
     # it never saw the first batch the killed worker had committed.

@@ -7,6 +7,7 @@ the service; a new model version is loaded while requests keep arriving.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,10 +18,17 @@ import grpc
 import numpy as np
 import pytest
 from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from services.student_inference import triton_runtime
-from services.student_inference.backends import triton_env, two_tower_env, write_cpu_repository
+from services.student_inference.backends import (
+    TritonBackend,
+    TritonBackendSettings,
+    triton_env,
+    two_tower_env,
+    write_cpu_repository,
+)
+from services.student_inference.service import StudentInferenceSettings, load_backend
 from services.student_inference.triton_runtime import TritonServer
 from training.export.exporter import export_student
 from training.student.checkpoint import load_student
@@ -186,3 +194,24 @@ def test_two_tower_backend_returns_checkpoint_scores(
         score(address, [products[0], {"product_id": "nowhere", "title": "a new sofa"}])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (info.value.details() or "").startswith("products[1].product_id")
+
+
+def test_backend_selection_and_unservable_students_are_clear_errors(
+    tmp_path: Path, minilm_tokenizer: PreTrainedTokenizerBase
+) -> None:
+    with pytest.raises(ValueError, match="student_backend: unknown backend 'onnx'"):
+        load_backend(StudentInferenceSettings(student_backend="onnx"))
+
+    version_dir = tmp_path / MODEL_NAME / "3"
+    minilm_tokenizer.save_pretrained(version_dir)
+    spec = {
+        "kind": "cross-encoder",
+        "name": MODEL_NAME,
+        "version": "3",
+        "max_length": 32,
+        "text_fields": ["title", "description"],
+    }
+    (version_dir / "student.json").write_text(json.dumps(spec))
+    settings = TritonBackendSettings(triton_model_repository=tmp_path, student_model=MODEL_NAME)
+    with pytest.raises(ValueError, match=r"text_fields \['description'\] are not carried"):
+        TritonBackend(settings)

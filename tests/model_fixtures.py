@@ -1,4 +1,4 @@
-"""Tiny datasets and randomly initialised backbones (BERT, Llama, Qwen) for teacher tests."""
+"""Tiny datasets and randomly initialised backbones (BERT, Llama, Qwen) shared by the suite."""
 
 from __future__ import annotations
 

@@ -1,0 +1,133 @@
+"""The teacher-labeling service with a tiny Llama-family teacher: candidates published
+to Kafka become labels on the labels topic, poison batches go to the dead-letter
+topic, and the Label RPC gives the same label as the topic for the same pair."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
+
+from services.core import bus
+from services.core.broker import EmbeddedBroker, free_port
+from services.core.settings import Settings
+from services.core.topics import CANDIDATES, DLQ, LABELS, pair_key
+from services.stack import health_status
+from training.teacher.config import TeacherTrainConfig
+from training.teacher.labeler import TeacherLabeler
+from training.teacher.train import train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def llama_teacher(tmp_path_factory, tiny_dataset: Path, llama_backbone: Path) -> Path:
+    out = tmp_path_factory.mktemp("teacher") / "llama"
+    train(
+        TeacherTrainConfig(
+            backbone=str(llama_backbone),
+            dataset_dir=tiny_dataset,
+            output_dir=out,
+            epochs=1.0,
+            batch_size=16,
+            max_length=96,
+            lr=1e-3,
+            patience=0,
+            max_train_examples=64,
+            max_dev_examples=36,
+        )
+    )
+    return out
+
+
+@pytest.fixture
+def labeling_service(
+    llama_teacher: Path, kafka_broker: EmbeddedBroker, tmp_path: Path
+) -> Iterator[tuple[str, str]]:
+    port, group = free_port(), f"labeling-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "RELKD_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "RELKD_TEACHER_CHECKPOINT": str(llama_teacher),
+        "RELKD_TEACHER_LABELING_PORT": str(port),
+        "RELKD_TEACHER_GROUP": group,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.serve", "teacher-labeling"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "service.log").open("wb"),
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while health_status(address, "relevance.v1.TeacherLabeling") != "SERVING":
+        assert process.poll() is None, (tmp_path / "service.log").read_text()
+        assert time.monotonic() < deadline, "teacher-labeling not SERVING in 90 s"
+        time.sleep(0.2)
+    yield address, group
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(30) == 0
+
+
+def product(i: int) -> common_pb2.Product:
+    return common_pb2.Product(
+        product_id=f"p{i}", title=f"acme red sofa model {i}", product_type="sofa", brand="acme"
+    )
+
+
+def test_candidates_become_labels_and_poison_is_dead_lettered(
+    labeling_service: tuple[str, str], settings: Settings, read_topic, llama_teacher: Path
+) -> None:
+    address, group = labeling_service
+    run = uuid.uuid4().hex[:8]
+    publisher = bus.Publisher(settings)
+    batches = [
+        topics_pb2.CandidateBatch(
+            query_id=f"{run}-q{q}", query="red sofa", products=[product(i) for i in range(3)]
+        )
+        for q in range(3)
+    ]
+    for batch in batches:
+        publisher.publish(CANDIDATES, batch.query_id, batch)
+    poison = topics_pb2.CandidateBatch(query_id=f"{run}-poison", query=" ", products=[product(9)])
+    publisher.publish(CANDIDATES, poison.query_id, poison)
+    publisher.close()
+
+    expected = {pair_key(b.query_id, p.product_id) for b in batches for p in b.products}
+    labels = [m for m in read_topic(LABELS, expect=len(expected), timeout_s=90)
+              if m.query_id.startswith(run)]  # fmt: skip
+    version = TeacherLabeler.from_checkpoint(llama_teacher).version
+    assert {m.pair_key for m in labels} == expected
+    for label in labels:
+        assert label.teacher.version == version
+        assert len(label.grades.probs) == 4
+        assert math.isclose(sum(label.grades.probs), 1.0, abs_tol=1e-3)
+        assert label.expected_score == pytest.approx(
+            sum(g * p for g, p in enumerate(label.grades.probs)), abs=1e-3
+        )
+    letters = [m for m in read_topic(DLQ, expect=1, timeout_s=30) if m.consumer_group == group]
+    assert [m.reason for m in letters] == ["query: must not be empty"]
+    assert topics_pb2.CandidateBatch.FromString(letters[0].payload).query_id == poison.query_id
+
+    # The ad-hoc RPC and the topic agree on the same pair: labels are deterministic.
+    first = next(m for m in labels if m.product_id == "p1")
+    with grpc.insecure_channel(address) as channel:
+        reply = teacher_labeling_pb2_grpc.TeacherLabelingStub(channel).Label(
+            teacher_labeling_pb2.LabelRequest(
+                pairs=[teacher_labeling_pb2.LabelPair(query="red sofa", product=product(1))]
+            ),
+            timeout=30,
+        )
+    assert reply.teacher.version == version
+    assert list(reply.labels[0].grades.probs) == pytest.approx(list(first.grades.probs), abs=1e-6)
