@@ -22,8 +22,9 @@ os.environ.setdefault("RELKD_KAFKA_SESSION_TIMEOUT_MS", "6000")
 os.environ.setdefault("RELKD_KAFKA_MAX_POLL_INTERVAL_MS", "10000")
 os.environ.pop("RELKD_KAFKA_BOOTSTRAP", None)
 
-# Tiny models and datasets (tests/model_fixtures.py), for every test directory.
-pytest_plugins = ["model_fixtures"]
+# Tiny models, datasets and student checkpoints, the Triton venv and the Kubernetes API
+# emulator, for every test directory.
+pytest_plugins = ["model_fixtures", "student_fixtures", "kube_emulator"]
 
 
 @pytest.fixture(scope="session", params=BROKER_KINDS)

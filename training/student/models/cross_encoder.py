@@ -26,6 +26,7 @@ from training.student.models.base import (
     StudentOutput,
     default_base_model,
     expected_grade,
+    keep_layers,
 )
 
 KIND = "cross-encoder"
@@ -65,10 +66,10 @@ class CrossEncoderStudent(StudentModel):
     ) -> CrossEncoderStudent:
         """Start from a pretrained encoder, keeping only its first ``num_layers`` layers."""
         path = base_model or default_base_model()
-        overrides: dict[str, Any] = {"num_labels": schema.NUM_GRADES}
-        if num_layers is not None:
-            overrides["num_hidden_layers"] = num_layers
-        model = AutoModelForSequenceClassification.from_pretrained(path, **overrides)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=schema.NUM_GRADES
+        )
+        model = keep_layers(model, num_layers)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, max_length=max_length, text_fields=text_fields)
 

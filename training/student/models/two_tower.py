@@ -24,6 +24,7 @@ from training.student.models.base import (
     StudentModel,
     StudentOutput,
     default_base_model,
+    keep_layers,
 )
 
 KIND = "two-tower"
@@ -81,15 +82,12 @@ class TwoTowerStudent(StudentModel):
         shared: bool = True,
     ) -> TwoTowerStudent:
         path = base_model or default_base_model()
-        overrides: dict[str, Any] = {}
-        if num_layers is not None:
-            overrides["num_hidden_layers"] = num_layers
-        query_tower = AutoModel.from_pretrained(path, add_pooling_layer=False, **overrides)
-        product_tower = (
-            query_tower
-            if shared
-            else AutoModel.from_pretrained(path, add_pooling_layer=False, **overrides)
-        )
+
+        def tower() -> PreTrainedModel:
+            return keep_layers(AutoModel.from_pretrained(path, add_pooling_layer=False), num_layers)
+
+        query_tower = tower()
+        product_tower = query_tower if shared else tower()
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(
             query_tower, product_tower, tokenizer, max_length=max_length, text_fields=text_fields

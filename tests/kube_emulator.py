@@ -1,4 +1,4 @@
-"""Fixtures: the offline-check settings and a Kubernetes API emulator on loopback."""
+"""Fixtures: the offline-check settings and a Kubernetes API emulator (kmock) on loopback."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def k8s_settings() -> K8sSettings:
 
 
 class Emulator:
-    """kmock's KubernetesEmulator served on 127.0.0.1 from a background event loop."""
+    """kmock's KubernetesEmulator served on 127.0.0.1 from a background event loop, so
+    that the synchronous kubernetes client can call it."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -54,8 +55,11 @@ class Emulator:
         self._thread.join(30)
 
     def api_client(self) -> client.ApiClient:
-        configuration = client.Configuration(host=self.url)
-        return client.ApiClient(configuration)
+        return client.ApiClient(client.Configuration(host=self.url))
+
+    def custom_objects(self) -> client.CustomObjectsApi:
+        """A client of the emulator that does not go through the code under test."""
+        return client.CustomObjectsApi(self.api_client())
 
 
 @pytest.fixture()

@@ -1,8 +1,10 @@
-"""Fixtures: tiny random student checkpoints (MiniLM's tokenizer, 2-layer BERT)."""
+"""Tiny random student checkpoints (MiniLM's tokenizer, 2-layer BERT) and the Triton venv,
+shared by the export, Triton and student-inference tests."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +20,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from services.student_inference.triton_runtime import TritonInstall, setup_venv
 from training.data import schema
+
+
+@pytest.fixture(scope="session")
+def triton_install() -> TritonInstall:
+    # Idempotent: returns at once when CI's set-up step already created the venv.
+    return setup_venv(quiet=True)
 
 
 def _config(**kwargs: object) -> BertConfig:
@@ -39,23 +48,33 @@ def minilm_tokenizer() -> PreTrainedTokenizerBase:
 
 
 @pytest.fixture(scope="session")
-def cross_encoder_checkpoint(
+def make_cross_encoder(
     tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: PreTrainedTokenizerBase
-) -> Path:
-    path = tmp_path_factory.mktemp("cross-encoder")
-    torch.manual_seed(0)
-    BertForSequenceClassification(_config(num_labels=4)).save_pretrained(path / "model")
-    minilm_tokenizer.save_pretrained(path / "model")
-    spec = {
-        "kind": "cross-encoder",
-        "name": "tiny-ce",
-        "version": "1",
-        "max_length": 48,
-        "text_fields": ["title"],
-        "num_grades": 4,
-    }
-    (path / "student.json").write_text(json.dumps(spec))
-    return path
+) -> Callable[..., Path]:
+    """A factory of tiny cross-encoder checkpoints; the seed sets weights and version."""
+
+    def make(seed: int, max_length: int = 32) -> Path:
+        path = tmp_path_factory.mktemp(f"cross-encoder-{seed}")
+        torch.manual_seed(seed)
+        BertForSequenceClassification(_config(num_labels=4)).save_pretrained(path / "model")
+        minilm_tokenizer.save_pretrained(path / "model")
+        spec = {
+            "kind": "cross-encoder",
+            "name": "tiny-ce",
+            "version": str(seed),
+            "max_length": max_length,
+            "text_fields": ["title"],
+            "num_grades": 4,
+        }
+        (path / "student.json").write_text(json.dumps(spec))
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_checkpoint(make_cross_encoder: Callable[..., Path]) -> Path:
+    return make_cross_encoder(0, max_length=48)
 
 
 @pytest.fixture(scope="session")
