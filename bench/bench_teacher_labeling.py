@@ -1,10 +1,15 @@
-"""Teacher labeling throughput: token-budget batching vs a naive one-pair-at-a-time pipeline.
+"""Teacher labeling throughput: through Kafka, batched in-process, and naive.
 
-Both sides label the same judged pairs with the same checkpoint and the same input text
-(the teacher's template); the naive side is Hugging Face's
-``pipeline("text-classification")`` called once per pair, the way a first prototype of a
-labeling service would. Results go to ``bench/results/teacher_labeling.json``; the lead
-adds the through-Kafka number of the teacher-labeling service next to them.
+All three sides label the same judged pairs with the same checkpoint and input text:
+
+* **kafka**: the teacher-labeling service (its own process) consumes candidate batches
+  from ``relevance.candidates.v1`` on an embedded broker and publishes labels; timed
+  from the first publish until every label is read back from ``relevance.labels.v1``;
+* **batched**: ``TeacherLabeler.label`` in-process (token-budget micro-batches);
+* **naive**: Hugging Face's ``pipeline("text-classification")`` once per pair, the way a
+  first prototype of a labeling service would.
+
+Results go to ``bench/results/teacher_labeling.json``.
 
     python bench/bench_teacher_labeling.py --checkpoint .relkd/models/teacher \
         --dataset .relkd/data/sim --pairs 512
@@ -15,19 +20,94 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import subprocess
+import sys
 import time
+import uuid
+from collections import defaultdict
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
+from relevance.v1 import topics_pb2
 from transformers import pipeline
 
+from services.core import bus
+from services.core.broker import EmbeddedBroker, create_topics, free_port
+from services.core.products import product_message
+from services.core.settings import Settings
+from services.core.topics import CANDIDATES, LABELS
+from services.stack import health_status
 from training.teacher.data import load_split
 from training.teacher.labeler import TeacherLabeler
 from training.teacher.templates import render
 
 RESULTS = Path(__file__).parent / "results" / "teacher_labeling.json"
+
+
+def kafka_pairs_per_s(checkpoint: Path, batch: list[tuple[str, dict]]) -> float:
+    """Pairs/s through the real service: candidates topic -> teacher -> labels topic."""
+    from kafka import KafkaConsumer
+
+    by_query: dict[str, list[dict]] = defaultdict(list)
+    for query, product in batch:
+        by_query[query].append(product)
+    with EmbeddedBroker("tansu") as broker:
+        create_topics(broker.bootstrap)
+        settings = Settings(kafka_bootstrap=broker.bootstrap)
+        port = free_port()
+        env = {
+            **os.environ,
+            "RELKD_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "RELKD_TEACHER_CHECKPOINT": str(checkpoint),
+            "RELKD_TEACHER_LABELING_PORT": str(port),
+        }
+        service = subprocess.Popen(
+            [sys.executable, "-m", "services.serve", "teacher-labeling"],
+            env=env,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        consumer = KafkaConsumer(
+            LABELS.name,
+            bootstrap_servers=broker.bootstrap,
+            group_id=uuid.uuid4().hex,
+            auto_offset_reset="earliest",
+        )
+        publisher = bus.Publisher(settings)
+        try:
+            while health_status(f"127.0.0.1:{port}", "relevance.v1.TeacherLabeling") != "SERVING":
+                time.sleep(0.2)
+
+            def label_all(batches: dict[str, list[dict]], tag: str) -> None:
+                expected = sum(len(products) for products in batches.values())
+                for i, (query, products) in enumerate(batches.items()):
+                    message = topics_pb2.CandidateBatch(
+                        query_id=f"{tag}-{i}",
+                        query=query,
+                        products=[product_message(p) for p in products],
+                    )
+                    publisher.publish(CANDIDATES, message.query_id, message)
+                publisher.flush()
+                seen = 0
+                while seen < expected:
+                    for records in consumer.poll(timeout_ms=500).values():
+                        seen += sum(
+                            LABELS.decode(r.value).query_id.startswith(tag) for r in records
+                        )
+
+            # Warm-up: the service's first group join and first batch are not throughput.
+            label_all(dict(list(by_query.items())[:1]), "warmup")
+            start = time.perf_counter()
+            label_all(by_query, "bench")
+            return len(batch) / (time.perf_counter() - start)
+        finally:
+            publisher.close()
+            consumer.close()
+            os.killpg(service.pid, signal.SIGTERM)
+            service.wait(60)
 
 
 def main(
@@ -46,6 +126,7 @@ def main(
         raise typer.BadParameter(f"{dataset}: no judged pairs in split {split!r}")
     batch = [(p.query, p.product) for p in judged]
 
+    kafka_rate = kafka_pairs_per_s(checkpoint, batch)
     labeler = TeacherLabeler.from_checkpoint(checkpoint, device="cpu", max_tokens=max_tokens)
     if labeler.kind != "classifier":
         raise typer.BadParameter(f"{checkpoint}: the naive baseline needs a classifier teacher")
@@ -77,7 +158,9 @@ def main(
         "max_length": labeler.max_length,
         "max_tokens": max_tokens,
         "batches": labeler.stats.batches - 1,
+        "kafka_service_pairs_per_s": round(kafka_rate, 2),
         "batched_pairs_per_s": round(len(batch) / batched_s, 2),
+        "kafka_vs_batched": round(kafka_rate / (len(batch) / batched_s), 3),
         "naive_pipeline_pairs_per_s": round(len(batch) / naive_s, 2),
         "speedup": round(naive_s / batched_s, 2),
         "torch_threads": torch.get_num_threads(),

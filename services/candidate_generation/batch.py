@@ -15,10 +15,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from relevance.v1 import common_pb2, topics_pb2
+from relevance.v1 import topics_pb2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from services.candidate_generation.index import CatalogIndex
@@ -30,37 +29,10 @@ from services.candidate_generation.queries import (
 )
 from services.candidate_generation.sampling import Candidate, SpectrumSampler
 from services.core.bus import Publisher, event_meta
+from services.core.products import product_message
 from services.core.topics import CANDIDATES
 
 PRODUCER = "candidate-generation"
-
-
-def product_message(product: Mapping[str, Any]) -> common_pb2.Product:
-    """A products-table row (attributes as a dict) as the wire Product."""
-    return common_pb2.Product(
-        product_id=product["product_id"],
-        title=product["title"],
-        product_type=product.get("product_type") or "",
-        category=product.get("category") or "",
-        brand=product.get("brand") or "",
-        attributes={k: v for k, v in (product.get("attributes") or {}).items() if v is not None},
-        description=product.get("description") or "",
-        features=[f for f in product.get("features") or () if f],
-    )
-
-
-def product_row(product: common_pb2.Product) -> dict[str, Any]:
-    """The wire Product as a products-table row (schema.PRODUCTS); empty strings become None."""
-    return {
-        "product_id": product.product_id,
-        "title": product.title,
-        "product_type": product.product_type or None,
-        "category": product.category or None,
-        "brand": product.brand or None,
-        "attributes": dict(product.attributes),
-        "description": product.description or None,
-        "features": list(product.features),
-    }
 
 
 def candidate_batch(

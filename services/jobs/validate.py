@@ -338,9 +338,7 @@ app = typer.Typer(help="Offline checks of the Kubernetes deployment.", no_args_i
 
 @app.command("validate")
 def validate_command(
-    check: list[str] = typer.Option(
-        CHECKS, "--check", help=CHECKS_HELP
-    ),
+    check: list[str] = typer.Option(CHECKS, "--check", help=CHECKS_HELP),
 ) -> None:
     """Lint, render and validate k8s/ and skaffold.yaml offline; exit 1 on any problem."""
     console = Console(stderr=True)

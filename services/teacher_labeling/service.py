@@ -28,6 +28,7 @@ from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_
 
 from services.core import bus, metrics
 from services.core.grpc_server import FailedPrecondition, GrpcServer, ServiceBinding, require
+from services.core.products import product_row
 from services.core.settings import Settings
 from services.core.topics import CANDIDATES, LABELS, pair_key
 
@@ -65,20 +66,6 @@ class Labeler(Protocol):
     def label(
         self, pairs: Sequence[tuple[str, Mapping[str, Any]]], explain: bool = False
     ) -> list[Any]: ...
-
-
-def product_dict(product: common_pb2.Product) -> dict[str, Any]:
-    """A protobuf Product as a row of the products table."""
-    return {
-        "product_id": product.product_id,
-        "title": product.title,
-        "product_type": product.product_type,
-        "category": product.category,
-        "brand": product.brand,
-        "attributes": dict(product.attributes),
-        "description": product.description,
-        "features": list(product.features),
-    }
 
 
 def _rationale(label: Any) -> common_pb2.Rationale | None:
@@ -121,7 +108,7 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
         for i, pair in enumerate(request.pairs):
             require(bool(pair.query.strip()), f"pairs[{i}].query", "must not be empty")
             validate_product(pair.product, f"pairs[{i}].product")
-        inputs = [(p.query, product_dict(p.product)) for p in request.pairs]
+        inputs = [(p.query, product_row(p.product)) for p in request.pairs]
         labels = await asyncio.to_thread(labeler.label, inputs, request.explain)
         PAIRS_LABELED.labels("rpc").inc(len(inputs))
         return teacher_labeling_pb2.LabelResponse(
@@ -159,7 +146,7 @@ class CandidateLabelingHandler:
                 continue
             pairs.extend((delivery.message, product) for product in delivery.message.products)
         if pairs:
-            labels = self.labeler.label([(batch.query, product_dict(p)) for batch, p in pairs])
+            labels = self.labeler.label([(batch.query, product_row(p)) for batch, p in pairs])
             PAIRS_LABELED.labels("topic").inc(len(pairs))
             BATCH_PAIRS.observe(len(pairs))
             for (batch, product), label in zip(pairs, labels, strict=True):

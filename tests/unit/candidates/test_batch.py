@@ -9,12 +9,11 @@ from relevance.v1 import common_pb2
 from services.candidate_generation.batch import (
     Ledger,
     RateLimiter,
-    product_message,
-    product_row,
     select_queries,
 )
 from services.candidate_generation.index import CatalogIndex
 from services.candidate_generation.queries import LOG, SYNTHETIC, QueryRecord, unreached_products
+from services.core.products import product_message, product_row
 
 
 def test_product_round_trips_through_the_wire_message(catalog: list[dict[str, Any]]) -> None:
