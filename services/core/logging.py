@@ -30,6 +30,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     handler.addFilter(_ServiceFilter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # kafka-python logs every reconnect at INFO; keep our own logs readable.
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # Libraries (kafka-python's reconnects, ONNX Runtime's quantizer) log chattily at
+    # INFO; only the platform's own loggers follow `level`.
+    root.setLevel(logging.WARNING)
+    for own in ("services", "training"):
+        logging.getLogger(own).setLevel(level.upper())

@@ -30,6 +30,11 @@ class ModelResult:
     latency_p99_ms: float
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: listing titles may contain `|`."""
+    return text.replace("|", "\\|")
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -42,7 +47,7 @@ def results_table(results: Sequence[ModelResult]) -> str:
     for r in results:
         aug = "–" if r.augmented_queries is None else str(r.augmented_queries)
         lines.append(
-            f"| {r.model} | {aug} | {_fmt(r.ndcg10)} | {_fmt(r.ndcg5)} | {_fmt(r.mrr)} | "
+            f"| {_cell(r.model)} | {aug} | {_fmt(r.ndcg10)} | {_fmt(r.ndcg5)} | {_fmt(r.mrr)} | "
             f"{_fmt(r.accuracy)} | {r.latency_p50_ms:.1f} | {r.latency_p99_ms:.1f} |"
         )
     return "\n".join(lines)
@@ -175,7 +180,7 @@ def write_report(
             "| --- | --- | ---: | --- |",
         ]
         parts += [
-            f"| {s['query']} | {s['top_title']} | {s['top_score']:.3f} | {s['model']} |"
+            f"| {_cell(s['query'])} | {_cell(s['top_title'])} | {s['top_score']:.3f} | {s['model']} |"
             for s in served
         ]
     if notes:

@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from training.export.exporter import export_student
-from training.export.onnx_export import ExportAccuracyError
-from training.export.triton_repo import Precision, Variant, write_triton_repository
+from training.export.spec import Precision, Variant
 
 app = typer.Typer(help="Export students to ONNX and Triton model repositories.")
 
@@ -29,6 +27,11 @@ def export_command(
     precision: Annotated[str, typer.Option(help="cpu variant graph: fp32 or int8.")] = "fp32",
 ) -> None:
     """Export CHECKPOINT to OUTPUT (ONNX checked against torch), optionally to Triton."""
+    # Imported here: torch and tritonclient stay out of `relkd --help` and `relkd rollout`
+    # (kserve and tritonclient.grpc cannot share a process).
+    from training.export.exporter import export_student
+    from training.export.onnx_export import ExportAccuracyError
+
     try:
         result = export_student(checkpoint, output, int8=int8, products=products)
     except (ExportAccuracyError, ValueError) as err:
@@ -64,6 +67,8 @@ def _write_repo(
     model_name: str | None,
     version: int | None,
 ) -> None:
+    from training.export.triton_repo import write_triton_repository
+
     if variant not in ("cpu", "gpu"):
         raise typer.BadParameter(f"variant: expected cpu or gpu, got {variant!r}")
     if precision not in ("fp32", "int8"):

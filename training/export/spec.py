@@ -21,6 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from training.data import schema
 
+# Triton repository flavours: where the model runs, and the weights it serves.
+Variant = Literal["cpu", "gpu"]
+Precision = Literal["fp32", "int8"]
+
 STUDENT_JSON = "student.json"
 CROSS_ENCODER_DIR = "model"
 QUERY_TOWER_DIR = "query_tower"

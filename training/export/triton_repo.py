@@ -29,7 +29,6 @@ import re
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 from google.protobuf import text_format
 from transformers import AutoTokenizer
@@ -42,12 +41,10 @@ from training.export.exporter import (
     TOKENIZER_DIR,
 )
 from training.export.onnx_export import input_names
-from training.export.spec import CrossEncoderSpec, read_spec
+from training.export.spec import CrossEncoderSpec, Precision, Variant, read_spec
 
 CONFIG_PBTXT = "config.pbtxt"
 SERVING_JSON = "serving.json"
-Variant = Literal["cpu", "gpu"]
-Precision = Literal["fp32", "int8"]
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
