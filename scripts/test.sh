@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export RELKD_CHECKOV="${RELKD_CHECKOV:-$PWD/.checkov-venv/bin/checkov}"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/pytest -q "$@"

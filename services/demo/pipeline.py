@@ -52,9 +52,9 @@ class DemoScale:
 
 SCALES: dict[str, DemoScale] = {
     # End to end in a few minutes: what CI runs.
-    "ci": DemoScale(400, 60, 48, 1.0, 600, (12, 24, 48), 8, 12, 5),
+    "ci": DemoScale(400, 60, 48, 1.0, 320, (12, 24, 48), 8, 12, 5),
     # The README's run: about 20 minutes on 2 CPU cores.
-    "default": DemoScale(3000, 400, 400, 2.0, 0, (100, 200, 400), 16, 200, 30),
+    "default": DemoScale(3000, 400, 400, 1.0, 3000, (100, 200, 400), 12, 100, 30),
     "large": DemoScale(20000, 2000, 4000, 2.0, 0, (500, 1000, 2000, 4000), 24, 600, 50),
 }
 

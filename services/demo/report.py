@@ -179,10 +179,9 @@ def write_report(
             "| query | top product | score | model |",
             "| --- | --- | ---: | --- |",
         ]
-        parts += [
-            f"| {_cell(s['query'])} | {_cell(s['top_title'])} | {s['top_score']:.3f} | {s['model']} |"
-            for s in served
-        ]
+        for e in served:
+            query, title = _cell(e["query"]), _cell(e["top_title"])
+            parts.append(f"| {query} | {title} | {e['top_score']:.3f} | {e['model']} |")
     if notes:
         parts += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     parts += [

@@ -51,13 +51,15 @@ class StudentTrainConfig(BaseModel):
     base_model: str | None = Field(
         None, description="HF model dir to start from; default: packaged all-MiniLM-L6-v2."
     )
+    # All six MiniLM layers by default: with 2-3 layers the [CLS] state hardly depends on
+    # the input and a cross-encoder learns slowly (dev NDCG@10 0.64 vs 0.89 at step 30).
     num_layers: int | None = Field(
-        2, ge=1, description="Keep only the first N transformer layers; null keeps all."
+        None, ge=1, description="Keep only the first N transformer layers; null keeps all."
     )
     max_length: int = Field(32, ge=8, le=512, description="Tokens of query + product text.")
     text_fields: list[str] = Field(["title"], min_length=1, description="Product text fields.")
     freeze_embeddings: bool = Field(
-        True,
+        False,
         description="Keep the word-embedding table fixed: it is most of a small student's "
         "weights, costs more to update than the layers, and a few thousand queries barely "
         "move it.",
@@ -83,7 +85,7 @@ class StudentTrainConfig(BaseModel):
     pairs_per_query: int = Field(4, ge=1, description="Pairs sampled per query per batch.")
     lr: float = Field(1e-4, gt=0)
     head_lr_scale: float = Field(
-        10.0, gt=0, description="Learning-rate multiplier of the freshly initialised heads."
+        1.0, gt=0, description="Learning-rate multiplier of the freshly initialised heads."
     )
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)

@@ -111,6 +111,7 @@ def tiny_config(tiny_dataset: Path, tiny_base_model: str, tmp_path: Path) -> Stu
         base_model=tiny_base_model,
         num_layers=1,
         max_length=16,
+        freeze_embeddings=True,
         queries_per_batch=4,
         pairs_per_query=4,
         max_steps=6,
