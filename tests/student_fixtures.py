@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,12 +21,17 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from services.student_inference.triton_runtime import TritonInstall, setup_venv
 from training.data import schema
+
+if TYPE_CHECKING:
+    from services.student_inference.triton_runtime import TritonInstall
 
 
 @pytest.fixture(scope="session")
 def triton_install() -> TritonInstall:
+    # Imported here: tritonclient.grpc must stay out of the KServe tests' process.
+    from services.student_inference.triton_runtime import setup_venv
+
     # Idempotent: returns at once when CI's set-up step already created the venv.
     return setup_venv(quiet=True)
 
