@@ -45,7 +45,7 @@ class TeacherTrainConfig(BaseModel):
     output_dir: Path = Field(Path(".relkd/models/teacher"), description="Checkpoint directory.")
     name: str = Field("teacher", description="Teacher name recorded in teacher.json and labels.")
     epochs: float = Field(1.0, gt=0, description="Passes over the train split (may be fractional).")
-    lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear warmup, linear decay).")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate (linear warmup, linear decay).")
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(32, ge=1, description="Per-device micro-batch size.")
