@@ -65,6 +65,7 @@ class Publisher:
         config.update(producer_config)
         self._producer = KafkaProducer(**config)
         self._published: dict[str, Counter] = {}
+        self._unflushed = 0
 
     def publish(self, topic: Topic, key: str, message: Message) -> None:
         """Queues one message; call :meth:`flush` before acting on its delivery."""
@@ -74,6 +75,7 @@ class Publisher:
                 f"not {message.DESCRIPTOR.full_name}"
             )
         self._producer.send(topic.name, key=key.encode(), value=message.SerializeToString())
+        self._unflushed += 1
         counter = self._published.get(topic.name)
         if counter is None:
             counter = self._published[topic.name] = metrics.PUBLISHED.labels(topic.name)
@@ -81,14 +83,18 @@ class Publisher:
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Blocks until every queued message is acknowledged; raises if one failed."""
-        self._producer.flush(timeout=timeout_s)
+        # A consumer loop flushes after every batch; most batches of a pure sink publish
+        # nothing, and waking the sender thread for nothing costs ~10% of its throughput.
+        if self._unflushed:
+            self._producer.flush(timeout=timeout_s)
+            self._unflushed = 0
 
     def close(self) -> None:
         self._producer.flush()
         self._producer.close()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delivery(Generic[M]):
     """A decoded message with where it came from."""
 

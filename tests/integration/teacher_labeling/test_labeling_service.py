@@ -61,6 +61,8 @@ def labeling_service(
         "RELKD_TEACHER_CHECKPOINT": str(llama_teacher),
         "RELKD_TEACHER_LABELING_PORT": str(port),
         "RELKD_TEACHER_GROUP": group,
+        # Labeling a batch on a busy CI machine can take longer than the suite's 10 s.
+        "RELKD_KAFKA_MAX_POLL_INTERVAL_MS": "120000",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.serve", "teacher-labeling"],
@@ -117,8 +119,11 @@ def test_candidates_become_labels_and_poison_is_dead_lettered(
             sum(g * p for g, p in enumerate(label.grades.probs)), abs=1e-3
         )
     letters = [m for m in read_topic(DLQ, expect=1, timeout_s=30) if m.consumer_group == group]
-    assert [m.reason for m in letters] == ["query: must not be empty"]
-    assert topics_pb2.CandidateBatch.FromString(letters[0].payload).query_id == poison.query_id
+    # At least once: a rebalance may dead-letter the poison batch twice, never another.
+    assert letters and {m.reason for m in letters} == {"query: must not be empty"}
+    assert {topics_pb2.CandidateBatch.FromString(m.payload).query_id for m in letters} == {
+        poison.query_id
+    }
 
     # The ad-hoc RPC and the topic agree on the same pair: labels are deterministic.
     first = next(m for m in labels if m.product_id == "p1")
