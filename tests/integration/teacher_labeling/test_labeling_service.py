@@ -19,7 +19,7 @@ import pytest
 from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
 
 from services.core import bus
-from services.core.broker import EmbeddedBroker, free_port
+from services.core.broker import BROKER_KINDS, EmbeddedBroker, create_topics, free_port
 from services.core.settings import Settings
 from services.core.topics import CANDIDATES, DLQ, LABELS, pair_key
 from services.stack import health_status
@@ -28,6 +28,15 @@ from training.teacher.labeler import TeacherLabeler
 from training.teacher.train import train
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def kafka_broker(request: pytest.FixtureRequest) -> Iterator[EmbeddedBroker]:
+    """A broker of this module's own: a new labeling group reads the candidates topic from
+    its start, and other tests leave batches (and poison) there."""
+    with EmbeddedBroker(request.param) as broker:
+        create_topics(broker.bootstrap)
+        yield broker
 
 
 @pytest.fixture(scope="module")
