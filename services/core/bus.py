@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -174,15 +174,16 @@ class ConsumerLoop(Generic[M]):
         try:
             while not self._stop.is_set() and (max_batches is None or batches < max_batches):
                 polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
-                records = [r for partition in polled.values() for r in partition]
-                if not records:
+                if not any(polled.values()):
                     continue
-                self.process_batch(records)
+                self.process_batch(polled)
                 batches += 1
         finally:
             self._consumer.close(autocommit=False)
 
-    def process_batch(self, records: Sequence[ConsumerRecord]) -> None:
+    def process_batch(self, polled: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        """Handles one poll's records, publishes dead letters, flushes, then commits."""
+        records = [record for partition in polled.values() for record in partition]
         deliveries: list[Delivery[M]] = []
         dead: list[Rejection] = []
         for record in records:
@@ -197,8 +198,7 @@ class ConsumerLoop(Generic[M]):
             self._dead_letter(rejection)
         # Results and dead letters must be durable before the offsets move on.
         self._publisher.flush()
-        self._commit(records)
-        self._report_lag()
+        self._commit(polled)
         handled = len(records) - len(dead)
         self.processed += handled
         self.dead_lettered += len(dead)
@@ -251,20 +251,18 @@ class ConsumerLoop(Generic[M]):
         key = f"{record.topic}/{record.partition}/{record.offset}"
         self._publisher.publish(DLQ, key, letter)
 
-    def _report_lag(self) -> None:
+    def _commit(self, polled: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        # A poll returns each partition's records in offset order: the last one is the newest.
+        offsets = {
+            tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            for tp, records in polled.items()
+            if records
+        }
         lag = 0
-        for tp in self._consumer.assignment():
+        for tp, offset in offsets.items():
             highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                lag += max(highwater - self._consumer.position(tp), 0)
+            lag += max((highwater or 0) - offset.offset, 0)
         metrics.CONSUMER_LAG.labels(self.topic.name, self.group_id).set(lag)
-
-    def _commit(self, records: Sequence[ConsumerRecord]) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            if tp not in offsets or offsets[tp].offset <= record.offset:
-                offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
         try:
             self._consumer.commit(offsets)
         except CommitFailedError:

@@ -27,7 +27,7 @@ BATCH_FAILURES = Counter(
 )
 CONSUMER_LAG = Gauge(
     "relkd_kafka_consumer_lag",
-    "Messages waiting in the assigned partitions after the last batch (queue depth).",
+    "Messages waiting behind the last batch in its partitions (queue depth).",
     ["topic", "group"],
 )
 PUBLISHED = Counter("relkd_kafka_published_total", "Messages published.", ["topic"])
