@@ -9,14 +9,17 @@ from relevance.v1 import common_pb2
 
 
 def product_message(product: Mapping[str, Any]) -> common_pb2.Product:
-    """A products-table row (attributes as a dict) as the wire Product."""
+    """A products-table row (attributes as a dict or key/value pairs) as the wire Product."""
     return common_pb2.Product(
         product_id=product["product_id"],
         title=product["title"],
         product_type=product.get("product_type") or "",
         category=product.get("category") or "",
         brand=product.get("brand") or "",
-        attributes={k: v for k, v in (product.get("attributes") or {}).items() if v is not None},
+        # Parquet maps read back as (key, value) pairs; dict() takes both shapes.
+        attributes={
+            k: v for k, v in dict(product.get("attributes") or {}).items() if v is not None
+        },
         description=product.get("description") or "",
         features=[f for f in product.get("features") or () if f],
     )
