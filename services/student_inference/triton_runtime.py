@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -38,6 +37,8 @@ import tritonclient.grpc as grpcclient
 import typer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.broker import free_port
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the server and the Python-backend models import; changing this list makes
@@ -141,12 +142,6 @@ def _prepare_backends(install: TritonInstall) -> None:
         shutil.rmtree(install.backend_dir)
     shutil.copytree(wheel / "backends", install.backend_dir)
     shutil.copy2(stub, install.backend_dir / "python" / stub.name)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class TritonServer:
