@@ -1,4 +1,7 @@
-"""`relkd candidates ...`: build the catalog index, run augmentation batches, measure recall."""
+"""`relkd candidates ...`: build the catalog index, run augmentation batches, measure recall.
+
+The commands import the index, bus and model code themselves so `relkd --help` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.candidate_generation.batch import Ledger, run_batch, select_queries
-from services.candidate_generation.evaluation import exact_recall
-from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
-from services.candidate_generation.queries import QueryRecord, read_query_log, simulator_queries
-from services.candidate_generation.sampling import load_labeled_pairs
-from services.candidate_generation.service import CandidateEngine
 from services.candidate_generation.settings import CandidateSettings
-from services.core.bus import Publisher
-from services.core.settings import get_settings
-from training.data import storage
 
 app = typer.Typer(
     help="Candidate generation: catalog index, augmentation runs, recall.", no_args_is_help=True
@@ -38,6 +32,9 @@ def build_index_command(
     index_dir: IndexDirOpt = None,
 ) -> None:
     """Encode and index a catalog, then save it for the service to load."""
+    from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
+    from training.data import storage
+
     out = index_dir or CandidateSettings().index_dir
     products = storage.read_table(dataset, "products")
     index = CatalogIndex.build(products, MiniLMEncoder(), progress=True)
@@ -80,6 +77,17 @@ def generate_command(
     ] = None,
 ) -> None:
     """Publish spectrum-sampled candidate batches to relevance.candidates.v1, resumably."""
+    from services.candidate_generation.batch import Ledger, run_batch, select_queries
+    from services.candidate_generation.queries import (
+        QueryRecord,
+        read_query_log,
+        simulator_queries,
+    )
+    from services.candidate_generation.sampling import load_labeled_pairs
+    from services.candidate_generation.service import CandidateEngine
+    from services.core.bus import Publisher
+    from services.core.settings import get_settings
+
     own = CandidateSettings()
     updates: dict[str, object] = {"per_query": per_query} if per_query else {}
     if index_dir is not None:
@@ -129,6 +137,9 @@ def recall_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Recall@k of Exact products for BM25, dense and fused retrieval."""
+    from services.candidate_generation.evaluation import exact_recall
+    from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
+
     index = CatalogIndex.load(index_dir or CandidateSettings().index_dir, MiniLMEncoder())
     result = exact_recall(index, dataset, k=k, split=split, progress=not as_json)
     if as_json:

@@ -9,11 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt
-
 
 @dataclass(frozen=True)
 class ModelResult:
@@ -28,6 +23,19 @@ class ModelResult:
     accuracy: float | None
     latency_p50_ms: float
     latency_p99_ms: float
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display on servers and CI).
+
+    Imported on first plot so that loading the demo command stays fast.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _cell(text: str) -> str:
@@ -55,6 +63,7 @@ def results_table(results: Sequence[ModelResult]) -> str:
 
 def plot_scaling(results: Sequence[ModelResult], path: Path) -> None:
     """NDCG@10 of each student family against augmented-set size, teacher as a reference line."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for family, marker in (("cross-encoder", "o"), ("two-tower", "s")):
         points = sorted((r.augmented_queries or 0, r.ndcg10) for r in results if r.family == family)
@@ -82,6 +91,7 @@ def plot_scaling(results: Sequence[ModelResult], path: Path) -> None:
 
 
 def plot_latency_quality(results: Sequence[ModelResult], path: Path) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in results:
         ax.scatter(r.latency_p50_ms, r.ndcg10, s=30)

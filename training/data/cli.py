@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from training.data import download as download_mod
-from training.data.loaders import load_esci, load_wands
 from training.data.simulator import simulate
 from training.data.summary import summarize
 
@@ -81,6 +80,8 @@ def load_wands_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert the WANDS CSV files into a dataset."""
+    from training.data.loaders import load_wands  # pandas: only when converting
+
     _print_summary(summarize(load_wands(source, out)), as_json)
 
 
@@ -95,6 +96,8 @@ def load_esci_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert the ESCI parquet files into a dataset."""
+    from training.data.loaders import load_esci  # pandas: only when converting
+
     _print_summary(summarize(load_esci(source, out, version=version, locale=locale)), as_json)
 
 

@@ -10,9 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from training.eval.evaluate import evaluate_scorer
-from training.eval.scorer import build_scorer
-
 
 def eval_command(
     dataset: Annotated[Path, typer.Option(help="Dataset directory.")] = Path(".relkd/data/sim"),
@@ -27,6 +24,10 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
     """Evaluate models on a dataset split (re-ranking each query's judged products)."""
+    # Imported here so `relkd --help` does not pay for scipy and the model libraries.
+    from training.eval.evaluate import evaluate_scorer
+    from training.eval.scorer import build_scorer
+
     results = {}
     for spec in model or ["bm25", "bi-encoder"]:
         scorer = build_scorer(spec, dataset)

@@ -10,6 +10,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from training.student.checkpoint import load_model, load_student
 from training.student.models import CrossEncoderStudent, TwoTowerStudent
+from training.student.models.two_tower import ordinal_grade_head
 
 PRODUCTS = [{"product_id": "a", "title": "acme sofa"}, {"product_id": "b", "title": "nova lamp"}]
 QUERIES = ["acme sofa", "acme sofa"]
@@ -92,3 +93,13 @@ def test_load_student_rejects_non_checkpoints(tmp_path: Path):
     (tmp_path / "student.json").write_text(json.dumps({"kind": "gbdt"}))
     with pytest.raises(ValueError, match="gbdt"):
         load_student(tmp_path)
+
+
+def test_two_tower_grade_distribution_starts_centred_on_the_score():
+    head = ordinal_grade_head()
+    scores = torch.tensor([-1.0, 0.2, 0.9, 1.6, 2.4, 5.0])
+    probs = head(scores.unsqueeze(-1)).softmax(-1)
+    assert probs.argmax(-1).tolist() == [0, 0, 1, 2, 2, 3]
+    expected = probs @ torch.arange(4, dtype=torch.float32)
+    # The expected grade moves with the score (a random head would not be monotone).
+    assert (expected.diff() > 0).all()

@@ -3,9 +3,9 @@
 Each tower mean-pools a MiniLM encoder and L2-normalises the result, so product
 embeddings can be computed once per catalog change and queries embedded online. The
 score is ``scale * cos(q, p) + bias`` with a learned scale and bias, which maps the
-cosine onto the grade scale Margin-MSE and MSE compare against. A small grade head
-on the cosine gives the grade distribution for the KL loss; it and the rationale heads
-are training-only.
+cosine onto the grade scale Margin-MSE and MSE compare against. The grade distribution
+for the KL loss comes from an ordinal head on that score (see :func:`ordinal_grade_head`);
+it and the rationale heads are training-only.
 """
 
 from __future__ import annotations
@@ -33,6 +33,23 @@ PRODUCT_TOWER = "product_tower"
 # Cosines of related texts sit around 0..1; this start maps them roughly onto 0..3.
 INITIAL_SCALE = 3.0
 INITIAL_BIAS = 0.0
+
+
+def ordinal_grade_head() -> nn.Linear:
+    """Grade logits from the score, starting as a unit Gaussian around it.
+
+    ``log N(g; s, 1) = g*s - g**2/2 + const(s)``, and the softmax drops the constant,
+    so a Linear(1 -> grades) with weight ``g`` and bias ``-g**2/2`` is exactly "the
+    grade nearest the score is likeliest". A randomly initialised head instead starts
+    unrelated to the score and barely moves at the encoder's learning rate (the first
+    two-tower students had a grade accuracy of 0.05).
+    """
+    grades = torch.arange(schema.NUM_GRADES, dtype=torch.float32)
+    head = nn.Linear(1, schema.NUM_GRADES)
+    with torch.no_grad():
+        head.weight.copy_(grades.unsqueeze(-1))
+        head.bias.copy_(-(grades**2) / 2)
+    return head
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -63,7 +80,7 @@ class TwoTowerStudent(StudentModel):
         self.text_fields = list(text_fields)
         self.scale = nn.Parameter(torch.tensor(float(scale)))
         self.bias = nn.Parameter(torch.tensor(float(bias)))
-        self.grade_head = nn.Linear(1, schema.NUM_GRADES)
+        self.grade_head = ordinal_grade_head()
         hidden = query_tower.config.hidden_size
         self.rationale = RationaleHeads(3 * hidden)
 
@@ -144,10 +161,10 @@ class TwoTowerStudent(StudentModel):
     def forward(self, inputs: dict[str, Any]) -> StudentOutput:
         query = self.embed_queries(inputs["query"])
         product = self.embed_products(inputs["product"])
-        cosine = (query * product).sum(-1)
+        scores = self.score_embeddings(query, product)
         return StudentOutput(
-            scores=self.scale * cosine + self.bias,
-            grade_logits=self.grade_head(cosine.unsqueeze(-1)),
+            scores=scores,
+            grade_logits=self.grade_head(scores.unsqueeze(-1)),
             rationale_logits=self.rationale(torch.cat([query, product, query * product], -1)),
         )
 
