@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from services.core import process
 from services.core.broker import kafka_for_stack
 from services.core.logging import configure_logging
 from services.core.settings import Settings, get_settings
@@ -60,30 +61,13 @@ class _Child:
         self.process = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        with self.log_path.open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "services.serve", self.spec.name],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        command = [sys.executable, "-m", "services.serve", self.spec.name]
+        return process.spawn(command, self.log_path, self.env)
 
     def respawn(self, env: Mapping[str, str] | None = None) -> None:
         self.restarts += 1
         self.env.update(env or {})
         self.process = self._spawn()
-
-    def terminate(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-
-    def wait_or_kill(self, grace_s: float) -> None:
-        try:
-            self.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
 
 class Stack:
@@ -115,8 +99,7 @@ class Stack:
     def roll(self, name: str, env: Mapping[str, str], timeout_s: float = 60.0) -> None:
         """Restarts one service with new settings (e.g. a new model) and waits until SERVING."""
         child = self.children[name]
-        child.terminate()
-        child.wait_or_kill(self.settings.grpc_grace_s + 5)
+        process.stop(child.process, self.settings.grpc_grace_s + 5)
         child.respawn(env)
         child.restarts = 0
         self.wait_serving(timeout_s, [name])
@@ -149,10 +132,11 @@ class Stack:
             child.respawn()
 
     def stop(self) -> None:
+        # All at once, then wait: the services drain in parallel.
         for child in self.children.values():
-            child.terminate()
+            process.terminate(child.process)
         for child in self.children.values():
-            child.wait_or_kill(self.settings.grpc_grace_s + 5)
+            process.wait_or_kill(child.process, self.settings.grpc_grace_s + 5)
         self.children.clear()
 
 

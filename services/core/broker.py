@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -29,6 +28,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from services.core import process
 from services.core.settings import get_settings
 from services.core.topics import ALL_TOPICS, Topic
 
@@ -118,23 +118,20 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         log_dir = Path(tempfile.mkdtemp(prefix=f"relkd-{self.kind}-log-"))
         self._log_file = log_dir / "broker.log"
-        with self._log_file.open("wb") as out:
-            self._process = subprocess.Popen(
-                self._command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        self._process = process.spawn(self._command(), self._log_file)
+        try:
+            process.wait_ready(
+                self._process,
+                self._ready,
+                what=f"{self.kind} broker on {self.bootstrap}",
+                timeout_s=timeout_s,
+                log_path=self._log_file,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.kind} broker exited with code {self._process.returncode}: "
-                    f"{self._log_file.read_text(errors='replace')[-2000:]}"
-                )
-            if self._ready():
-                log.info("broker ready", extra={"kind": self.kind, "bootstrap": self.bootstrap})
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"{self.kind} broker not ready on {self.bootstrap} in {timeout_s}s")
+        except BaseException:
+            self.stop()
+            raise
+        log.info("broker ready", extra={"kind": self.kind, "bootstrap": self.bootstrap})
+        return self
 
     def _ready(self) -> bool:
         # A plain TCP probe first: kafka-python logs every refused connection as an error.
@@ -155,15 +152,9 @@ class EmbeddedBroker:
             admin.close()
 
     def stop(self, grace_s: float = 5.0) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            # noida-db forks nothing, tansu neither; the session holds just this PID.
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        child, self._process = self._process, None
+        if child is not None:
+            process.stop(child, grace_s)
         if self._owned_dir:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
             self._owned_dir = None

@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -38,6 +37,7 @@ import typer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core import process
 from services.core.broker import free_port
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +144,13 @@ def _prepare_backends(install: TritonInstall) -> None:
     shutil.copy2(stub, install.backend_dir / "python" / stub.name)
 
 
+def _server_ready(client: grpcclient.InferenceServerClient) -> bool:
+    try:
+        return bool(client.is_server_ready())
+    except Exception:  # refused or not yet listening: not ready yet
+        return False
+
+
 class TritonServer:
     """A ``tritonserver`` process on loopback; use as a context manager.
 
@@ -228,16 +235,17 @@ class TritonServer:
             self._log_file = Path(name)
         else:
             self._log_file = self.log_path
-        with self._log_file.open("wb") as log:
-            self._process = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.install.environment(),
-                start_new_session=True,
-            )
+        self._log_file.write_bytes(b"")
+        self._process = process.spawn(self.command(), self._log_file, self.install.environment())
         try:
-            self._wait_ready()
+            with self.client() as client:
+                process.wait_ready(
+                    self._process,
+                    lambda: _server_ready(client),
+                    what="tritonserver (wait bounded by RELKD_TRITON_READY_TIMEOUT_S)",
+                    timeout_s=self.settings.triton_ready_timeout_s,
+                    log_path=self._log_file,
+                )
         except BaseException:
             self.stop()
             raise
@@ -247,27 +255,6 @@ class TritonServer:
         if self._log_file is None or not self._log_file.exists():
             return ""
         return "\n".join(self._log_file.read_text(errors="replace").splitlines()[-lines:])
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self.settings.triton_ready_timeout_s
-        with self.client() as client:
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    raise RuntimeError(
-                        f"tritonserver exited with code {self._process.returncode} before "
-                        f"READY; log {self._log_file}:\n{self.log_tail()}"
-                    )
-                try:
-                    if client.is_server_ready():
-                        return
-                except Exception:
-                    pass
-                time.sleep(0.2)
-        raise TimeoutError(
-            f"tritonserver not READY within {self.settings.triton_ready_timeout_s} s "
-            f"(RELKD_TRITON_READY_TIMEOUT_S); log {self._log_file}:\n{self.log_tail()}"
-        )
 
     def load_model(self, name: str) -> None:
         """Load (or reload, picking up new versions) ``name``; waits until it is READY."""
@@ -282,19 +269,13 @@ class TritonServer:
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after the grace period; returns the exit code."""
-        process, self._process = self._process, None
-        if process is None:
+        child, self._process = self._process, None
+        if child is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=self.settings.triton_stop_grace_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        code = process.stop(child, self.settings.triton_stop_grace_s)
         if self.log_path is None and self._log_file is not None:
             self._log_file.unlink(missing_ok=True)
-        return process.returncode
+        return code
 
     def __enter__(self) -> Self:
         return self.start()
