@@ -10,7 +10,7 @@
    an embedded Tansu broker (pairs acknowledged per second);
 4. recall@100 of Exact products on the test queries for BM25, dense and fused.
 
-Writes bench/results/candidates.json.
+Writes bench/results/candidates-<products>.json.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from services.core.settings import Settings
 from training.data import storage
 from training.data.simulator import simulate
 
-RESULTS = Path(__file__).parent / "results" / "candidates.json"
+RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -162,8 +162,9 @@ def main() -> None:
         },
         "recall_at_100_exact_test": recall,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"candidates-{args.products}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

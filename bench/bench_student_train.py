@@ -1,7 +1,8 @@
 """Benchmark: `relkd student train` against sentence-transformers' CrossEncoder.
 
-Both train the same model (all-MiniLM-L6-v2 truncated to ``--num-layers`` layers,
-word embeddings frozen in both) with Margin-MSE on the same pair batches (from
+Both train the same model (all-MiniLM-L6-v2, by default all six layers with trainable
+word embeddings, as `relkd student train` defaults) with Margin-MSE on the same pair
+batches (from
 :class:`QueryPairSampler`) for the same number of steps, learning rate and schedule,
 in one process. Reports training throughput (pairs/s, training steps only) and the
 test NDCG@10 each reaches. sentence-transformers' student has one output logit, as
@@ -68,14 +69,15 @@ def train_sentence_transformers(
 ) -> tuple[CrossEncoder, float]:
     """Train ST's CrossEncoder with its MarginMSELoss on ``batches``; return it and pairs/s."""
     torch.manual_seed(config.seed)
+    layers = {} if config.num_layers is None else {"num_hidden_layers": config.num_layers}
     model = CrossEncoder(
         default_base_model(),
         num_labels=1,
         max_length=config.max_length,
-        config_kwargs={"num_hidden_layers": config.num_layers},
+        config_kwargs=layers,
         device="cpu",
     )
-    model.model.get_input_embeddings().requires_grad_(False)
+    model.model.get_input_embeddings().requires_grad_(not config.freeze_embeddings)
     loss_fn = MarginMSELoss(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -108,9 +110,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset-dir", type=Path, help="Default: simulate a small dataset.")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    defaults = StudentTrainConfig.model_fields
+    parser.add_argument("--num-layers", type=int, help="Default: all of MiniLM's six.")
+    parser.add_argument("--max-length", type=int, default=defaults["max_length"].default)
+    parser.add_argument("--lr", type=float, default=defaults["lr"].default)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads for both trainers."
     )
@@ -161,7 +164,8 @@ def main() -> None:
         "setup": {
             "steps": args.steps,
             "pairs_per_batch": config.queries_per_batch * config.pairs_per_query,
-            "num_layers": args.num_layers,
+            "num_layers": args.num_layers or "all (6)",
+            "freeze_embeddings": config.freeze_embeddings,
             "max_length": args.max_length,
             "lr": args.lr,
             "torch_threads": args.threads,

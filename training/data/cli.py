@@ -101,6 +101,24 @@ def load_esci_command(
     _print_summary(summarize(load_esci(source, out, version=version, locale=locale)), as_json)
 
 
+@app.command("scarce")
+def scarce_command(
+    source: Annotated[Path, typer.Argument(help="Dataset to derive from.")],
+    out: Annotated[Path, typer.Option(help="Dataset directory to write.")],
+    keep_train: Annotated[int, typer.Option(help="Train queries that keep their judgments.")],
+    seed: Annotated[int, typer.Option(help="Seed of the choice of kept queries.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a dataset keeping KEEP_TRAIN train queries labeled; the rest become unlabeled."""
+    from training.data.subsets import scarce_human_labels
+
+    try:
+        path = scarce_human_labels(source, out, keep_train, seed)
+    except ValueError as exc:  # DatasetError included
+        raise typer.BadParameter(str(exc)) from exc
+    _print_summary(summarize(path), as_json)
+
+
 @app.command("download")
 def download_command(
     name: Annotated[str, typer.Argument(help="Dataset to fetch: wands or esci.")],

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from training.data import schema
 from training.data.storage import has_table, read_table
+from training.data.subsets import seeded_subset
 from training.data.text import product_text
 from training.student.config import StudentTrainConfig
 
@@ -46,18 +47,6 @@ class TrainingSet:
     @property
     def num_queries(self) -> int:
         return len({e.query_id for e in self.examples})
-
-
-def _prefix_of_permutation(ids: list[str], count: int, seed: int) -> set[str]:
-    """The first ``count`` ids of a seeded permutation of the sorted ids.
-
-    Sorting first makes the choice independent of table order; using one permutation
-    per seed makes smaller selections subsets of larger ones, so a scaling curve
-    over augmented-set sizes only ever adds data.
-    """
-    ordered = sorted(ids)
-    order = np.random.default_rng(seed).permutation(len(ordered))
-    return {ordered[i] for i in order[:count]}
 
 
 def _probs(value: list[float] | None, grade: int | None, where: str) -> np.ndarray:
@@ -114,7 +103,7 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
         if split_of.get(j["query_id"]) == schema.Split.TRAIN
     ]
     train_ids = sorted({j["query_id"] for j in judgments})
-    keep_human = _prefix_of_permutation(
+    keep_human = seeded_subset(
         train_ids, round(config.human_fraction * len(train_ids)), config.seed
     )
     examples: list[Example] = []
@@ -151,7 +140,7 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
         ]
         label_ids = sorted({t["query_id"] for t in labels})
         count = len(label_ids) if config.augmented_queries is None else config.augmented_queries
-        teacher_queries = _prefix_of_permutation(label_ids, count, config.seed)
+        teacher_queries = seeded_subset(label_ids, count, config.seed)
         for t in labels:
             key = (t["query_id"], t["product_id"])
             if t["query_id"] not in teacher_queries or key in seen:

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from training.data import storage
+from training.data.simulator import simulate
+from training.data.subsets import scarce_human_labels, seeded_subset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return simulate(
+        tmp_path_factory.mktemp("sim"),
+        num_products=400,
+        num_queries=60,
+        num_unlabeled=10,
+        seed=3,
+        show_progress=False,
+    )
+
+
+def _splits(path: Path) -> dict[str, str]:
+    table = storage.read_table(path, "queries", ["query_id", "split"]).to_pylist()
+    return {q["query_id"]: q["split"] for q in table}
+
+
+def test_seeded_subsets_nest_and_ignore_order():
+    ids = [f"q{i}" for i in range(50)]
+    small, large = seeded_subset(ids, 10, seed=1), seeded_subset(ids[::-1], 30, seed=1)
+    assert len(small) == 10 and len(large) == 30
+    assert small < large
+    assert seeded_subset(ids, 10, seed=2) != small
+
+
+def test_scarce_copy_demotes_train_queries_and_drops_their_judgments(dataset: Path, tmp_path: Path):
+    out = scarce_human_labels(dataset, tmp_path / "scarce", keep_train=5, seed=0)
+    before, after = _splits(dataset), _splits(out)
+    assert before.keys() == after.keys()
+    kept = {q for q, s in after.items() if s == "train"}
+    demoted = {q for q, s in before.items() if s == "train"} - kept
+    assert len(kept) == 5 and demoted
+    assert all(after[q] == "unlabeled" for q in demoted)
+    # Dev and test are untouched, so evaluations stay comparable with the source.
+    assert {q: s for q, s in after.items() if s in ("dev", "test")} == {
+        q: s for q, s in before.items() if s in ("dev", "test")
+    }
+    judged = set(storage.read_table(out, "judgments", ["query_id"]).column("query_id").to_pylist())
+    assert judged.isdisjoint(demoted) and kept <= judged
+    assert storage.read_manifest(out)["extra"]["scarce_human_labels"]["train_queries_kept"] == 5
+
+
+def test_scarce_rejects_a_keep_count_beyond_the_train_split(dataset: Path, tmp_path: Path):
+    result = CliRunner().invoke(
+        app,
+        ["data", "scarce", str(dataset), "--out", str(tmp_path / "x"), "--keep-train", "10000"],
+    )
+    assert result.exit_code == 2
+    assert "keep_train" in result.output
