@@ -4,21 +4,26 @@ Trains, for each student kind, one human-only student and one student per augmen
 size, all with the same human data, steps and seed, and evaluates each best
 checkpoint on a held-out split with ``training.eval.evaluate.evaluate_scorer`` (the
 same code as `relkd eval`). This is Walmart's "the student keeps improving as the
-augmented set grows" check.
+augmented set grows" check. Reference models (the teacher, BM25; any `relkd eval`
+model spec) are evaluated on the same split and drawn as lines in ``scaling.png``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from training.eval.evaluate import evaluate_scorer
+from training.eval.scorer import build_scorer
 from training.student.checkpoint import load_student
 from training.student.config import StudentKind, StudentTrainConfig
 from training.student.train import train
 
 RESULTS_JSON = "scaling.json"
+PLOT_PNG = "scaling.png"
 
 
 def run_scaling(
@@ -27,11 +32,22 @@ def run_scaling(
     kinds: Sequence[StudentKind],
     *,
     split: str = "test",
+    references: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Train and evaluate the grid; write ``scaling.json`` into ``base.output_dir``."""
     if not sizes:
         raise ValueError("sizes: give at least one augmented-set size")
     rows: list[dict[str, Any]] = []
+    for spec in references:
+        scores = evaluate_scorer(build_scorer(spec, base.dataset_dir), base.dataset_dir, split)
+        rows.append(
+            {
+                "kind": "reference",
+                "model": spec,
+                f"{split}_ndcg@10": scores["ndcg@10"],
+                f"{split}_ndcg_esci@10": scores["ndcg_esci@10"],
+            }
+        )
     for kind in kinds:
         grid: list[int | None] = [None, *sorted(set(sizes))]
         for size in grid:
@@ -63,17 +79,49 @@ def run_scaling(
             )
             base.output_dir.mkdir(parents=True, exist_ok=True)
             (base.output_dir / RESULTS_JSON).write_text(json.dumps(rows, indent=2) + "\n")
+    plot_scaling(rows, base.output_dir / PLOT_PNG, split)
     return rows
+
+
+def plot_scaling(rows: list[dict[str, Any]], path: Path, split: str = "test") -> None:
+    """Student NDCG@10 against augmented-set size, one line per kind; references dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # file output only: servers and CI have no display
+    import matplotlib.pyplot as plt
+
+    metric = f"{split}_ndcg@10"
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    students = [r for r in rows if r["kind"] != "reference"]
+    for kind in dict.fromkeys(r["kind"] for r in students):
+        points = sorted((r["augmented_queries"], r[metric]) for r in students if r["kind"] == kind)
+        human = next(r["human_queries"] for r in students if r["kind"] == kind)
+        ax.plot(*zip(*points, strict=True), marker="o", label=f"student: {kind} ({human} human)")
+    references = [r for r in rows if r["kind"] == "reference"]
+    for style, r in zip(itertools.cycle(("--", ":", "-.")), references, strict=False):
+        label = f"{r['model']} ({r[metric]:.3f})"
+        ax.axhline(r[metric], color="grey", linestyle=style, label=label)
+    ax.set_xlabel("teacher-labeled (augmented) queries added to the human-labeled ones")
+    ax.set_ylabel(f"NDCG@10 on the {split} queries")
+    ax.set_title("Student quality as the augmented set grows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def markdown_table(rows: list[dict[str, Any]], split: str = "test") -> str:
     lines = [
-        f"| kind | teacher-labeled queries | human queries | dev NDCG@10 | {split} NDCG@10 |",
+        f"| model | teacher-labeled queries | human queries | dev NDCG@10 | {split} NDCG@10 |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    lines += [
-        f"| {r['kind']} | {r['teacher_queries']} | {r['human_queries']} | "
-        f"{r['dev_ndcg@10']:.4f} | {r[f'{split}_ndcg@10']:.4f} |"
-        for r in rows
-    ]
+    for r in rows:
+        if r["kind"] == "reference":
+            lines.append(f"| {r['model']} | – | – | – | {r[f'{split}_ndcg@10']:.4f} |")
+            continue
+        lines.append(
+            f"| {r['kind']} | {r['teacher_queries']} | {r['human_queries']} | "
+            f"{r['dev_ndcg@10']:.4f} | {r[f'{split}_ndcg@10']:.4f} |"
+        )
     return "\n".join(lines)

@@ -133,10 +133,25 @@ def test_cli_scale_trains_human_only_and_each_size(tiny_config: StudentTrainConf
     )
     out = tmp_path / "scale"
     result = CliRunner().invoke(
-        app, ["scale", "--config", str(config_file), "--sizes", "3,1", "--output-dir", str(out)]
+        app,
+        [
+            "scale",
+            "--config",
+            str(config_file),
+            "--sizes",
+            "3,1",
+            "--output-dir",
+            str(out),
+            "--reference",
+            "bm25",
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "scaling.json").read_text())
-    assert [r["teacher_queries"] for r in rows] == [0, 1, 3]
-    assert all(r["human_queries"] == 8 and 0 <= r["test_ndcg@10"] <= 1 for r in rows)
+    reference, *students = rows
+    assert reference["model"] == "bm25" and 0 < reference["test_ndcg@10"] <= 1
+    assert [r["teacher_queries"] for r in students] == [0, 1, 3]
+    assert all(r["human_queries"] == 8 and 0 <= r["test_ndcg@10"] <= 1 for r in students)
     assert "| cross-encoder | 3 | 8 |" in result.stdout
+    assert "| bm25 | – | – | – |" in result.stdout
+    assert (out / "scaling.png").read_bytes().startswith(b"\x89PNG")
