@@ -140,6 +140,10 @@ def scale_command(
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per student.")] = None,
     torch_threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
     split: Annotated[str, typer.Option(help="Split the students are compared on.")] = "test",
+    jobs: Annotated[
+        int,
+        typer.Option(help="Students trained at once (worker processes); use 1 torch thread each."),
+    ] = 1,
     reference: Annotated[
         list[str] | None,
         typer.Option(help="`relkd eval` model spec drawn as a reference line (repeatable)."),
@@ -166,7 +170,9 @@ def scale_command(
             if config is not None
             else StudentTrainConfig.from_mapping({}, **overrides)
         )
-        rows = run_scaling(base, size_list, kind_list, split=split, references=reference or [])
+        rows = run_scaling(
+            base, size_list, kind_list, split=split, references=reference or [], jobs=jobs
+        )
     except (ValidationError, ValueError) as exc:
         console.print(f"[red]student scale: {exc}")
         raise typer.Exit(2) from exc

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from training.student.checkpoint import load_model, load_student
 from training.student.cli import app
 from training.student.config import StudentKind, StudentTrainConfig
+from training.student.scaling import run_scaling
 from training.student.train import LAST, METRICS_CSV, MetricsLog, train
 
 
@@ -155,3 +156,22 @@ def test_cli_scale_trains_human_only_and_each_size(tiny_config: StudentTrainConf
     assert "| cross-encoder | 3 | 8 |" in result.stdout
     assert "| bm25 | – | – | – |" in result.stdout
     assert (out / "scaling.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_scale_in_parallel_matches_the_sequential_grid(
+    tiny_config: StudentTrainConfig, tmp_path: Path
+):
+    base = tiny_config.model_copy(update={"max_steps": 2, "torch_threads": 1})
+    results = {}
+    for jobs in (1, 2):
+        config = base.model_copy(update={"output_dir": tmp_path / f"jobs{jobs}"})
+        rows = run_scaling(config, [2], [StudentKind.CROSS_ENCODER], jobs=jobs)
+        results[jobs] = [(r["augmented_queries"], round(r["test_ndcg@10"], 6)) for r in rows]
+    # Deterministic training: worker processes reproduce the sequential numbers, in grid order.
+    assert results[2] == results[1]
+    assert [size for size, _ in results[1]] == [0, 2]
+
+
+def test_scale_rejects_a_zero_size(tiny_config: StudentTrainConfig):
+    with pytest.raises(ValueError, match="sizes: must be positive"):
+        run_scaling(tiny_config, [0, 2], [StudentKind.CROSS_ENCODER])
