@@ -63,31 +63,17 @@ def results_table(results: Sequence[ModelResult]) -> str:
 
 def plot_scaling(results: Sequence[ModelResult], path: Path) -> None:
     """NDCG@10 of each student family against augmented-set size, teacher as a reference line."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for family, marker in (("cross-encoder", "o"), ("two-tower", "s")):
-        points = sorted((r.augmented_queries or 0, r.ndcg10) for r in results if r.family == family)
-        if points:
-            ax.plot(*zip(*points, strict=True), marker=marker, label=f"student: {family}")
+    from training.eval.plots import plot_ndcg_vs_augmented
+
+    curves: dict[str, list[tuple[int, float]]] = {}
     for r in results:
-        if r.family == "teacher":
-            ax.axhline(r.ndcg10, color="black", linestyle="--", label=f"teacher ({r.ndcg10:.3f})")
-        elif r.family == "baseline":
-            ax.axhline(
-                r.ndcg10,
-                color="grey",
-                linestyle=":",
-                linewidth=1,
-                label=f"{r.model} ({r.ndcg10:.3f})",
+        if r.family in ("cross-encoder", "two-tower"):
+            curves.setdefault(f"student: {r.family}", []).append(
+                (r.augmented_queries or 0, r.ndcg10)
             )
-    ax.set_xlabel("teacher-labeled (augmented) queries added to the human-labeled train split")
-    ax.set_ylabel("NDCG@10 on held-out test queries")
-    ax.set_title("Student quality as the augmented set grows")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    teacher = [(r.model, r.ndcg10) for r in results if r.family == "teacher"]
+    baselines = [(r.model, r.ndcg10) for r in results if r.family == "baseline"]
+    plot_ndcg_vs_augmented(curves, teacher + baselines, path)
 
 
 def plot_latency_quality(results: Sequence[ModelResult], path: Path) -> None:

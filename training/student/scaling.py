@@ -10,7 +10,6 @@ model spec) are evaluated on the same split and drawn as lines in ``scaling.png`
 
 from __future__ import annotations
 
-import itertools
 import json
 import multiprocessing
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from training.eval.evaluate import evaluate_scorer
+from training.eval.plots import plot_ndcg_vs_augmented
 from training.eval.scorer import build_scorer
 from training.student.checkpoint import load_student
 from training.student.config import StudentKind, StudentTrainConfig
@@ -124,31 +124,15 @@ def run_scaling(
 
 
 def plot_scaling(rows: list[dict[str, Any]], path: Path, split: str = "test") -> None:
-    """Student NDCG@10 against augmented-set size, one line per kind; references dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # file output only: servers and CI have no display
-    import matplotlib.pyplot as plt
-
+    """The grid's test NDCG@10 against augmented-set size, one line per kind."""
     metric = f"{split}_ndcg@10"
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     students = [r for r in rows if r["kind"] != "reference"]
-    for kind in dict.fromkeys(r["kind"] for r in students):
-        points = sorted((r["augmented_queries"], r[metric]) for r in students if r["kind"] == kind)
-        human = next(r["human_queries"] for r in students if r["kind"] == kind)
-        ax.plot(*zip(*points, strict=True), marker="o", label=f"student: {kind} ({human} human)")
-    references = [r for r in rows if r["kind"] == "reference"]
-    for style, r in zip(itertools.cycle(("--", ":", "-.")), references, strict=False):
-        label = f"{r['model']} ({r[metric]:.3f})"
-        ax.axhline(r[metric], color="grey", linestyle=style, label=label)
-    ax.set_xlabel("teacher-labeled (augmented) queries added to the human-labeled ones")
-    ax.set_ylabel(f"NDCG@10 on the {split} queries")
-    ax.set_title("Student quality as the augmented set grows")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for r in students:
+        label = f"student: {r['kind']} ({r['human_queries']} human queries)"
+        curves.setdefault(label, []).append((r["augmented_queries"], r[metric]))
+    references = [(r["model"], r[metric]) for r in rows if r["kind"] == "reference"]
+    plot_ndcg_vs_augmented(curves, references, path, split)
 
 
 def markdown_table(rows: list[dict[str, Any]], split: str = "test") -> str:

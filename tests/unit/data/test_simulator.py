@@ -15,18 +15,6 @@ from training.data.summary import summarize
 from training.data.taxonomy import FAMILIES, TYPE_INDEX, TYPES
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return simulate(
-        tmp_path_factory.mktemp("sim"),
-        num_products=600,
-        num_queries=60,
-        num_unlabeled=20,
-        seed=7,
-        show_progress=False,
-    )
-
-
 def test_taxonomy_is_rich_enough():
     assert len(TYPES) >= 30
     assert len(FAMILIES) >= 5

@@ -2,25 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
 from training.data import storage
-from training.data.simulator import simulate
 from training.data.subsets import scarce_human_labels, seeded_subset
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return simulate(
-        tmp_path_factory.mktemp("sim"),
-        num_products=400,
-        num_queries=60,
-        num_unlabeled=10,
-        seed=3,
-        show_progress=False,
-    )
 
 
 def _splits(path: Path) -> dict[str, str]:
