@@ -12,12 +12,15 @@ Run as ``python -m training.student.train --config student.yaml``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import random
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ from training.student.models.base import to_device
 LAST = "last"
 TRAINER_STATE = "trainer_state.pt"
 METRICS_CSV = "metrics.csv"
+LOCK_FILE = ".lock"
 SUMMARY_JSON = "train_summary.json"
 NDCG_K = 10
 
@@ -179,8 +183,26 @@ class MetricsLog:
         self._file.close()
 
 
+@contextlib.contextmanager
+def output_dir_lock(out: Path) -> Iterator[None]:
+    """Hold ``out`` for one run: two runs into one directory interleave metrics and overwrite
+    each other's best checkpoint. The lock is flock(2), so a crashed run releases it."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / LOCK_FILE).open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"output_dir: {out} is in use by another training run") from None
+        yield
+
+
 def train(config: StudentTrainConfig) -> TrainResult:
     """Train one student as configured; return where the best checkpoint is and how good."""
+    with output_dir_lock(config.output_dir):
+        return _train(config)
+
+
+def _train(config: StudentTrainConfig) -> TrainResult:
     seed_everything(config.seed)
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)

@@ -14,7 +14,7 @@ from training.student.checkpoint import load_model, load_student
 from training.student.cli import app
 from training.student.config import StudentKind, StudentTrainConfig
 from training.student.scaling import run_scaling
-from training.student.train import LAST, METRICS_CSV, MetricsLog, train
+from training.student.train import LAST, METRICS_CSV, MetricsLog, output_dir_lock, train
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -175,3 +175,11 @@ def test_scale_in_parallel_matches_the_sequential_grid(
 def test_scale_rejects_a_zero_size(tiny_config: StudentTrainConfig):
     with pytest.raises(ValueError, match="sizes: must be positive"):
         run_scaling(tiny_config, [0, 2], [StudentKind.CROSS_ENCODER])
+
+
+def test_a_second_run_into_the_same_output_dir_is_refused(tiny_config: StudentTrainConfig):
+    refused = pytest.raises(ValueError, match=r"output_dir: .* in use by another training run")
+    with output_dir_lock(tiny_config.output_dir), refused:
+        train(tiny_config)
+    # Released when the holder is done: the run goes ahead.
+    assert train(tiny_config.model_copy(update={"max_steps": 1})).steps == 1
