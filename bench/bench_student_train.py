@@ -2,9 +2,8 @@
 
 Both train the same model (all-MiniLM-L6-v2, by default all six layers with trainable
 word embeddings, as `relkd student train` defaults) with Margin-MSE on the same pair
-batches (from
-:class:`QueryPairSampler`) for the same number of steps, learning rate and schedule,
-in one process. Reports training throughput (pairs/s, training steps only) and the
+batches (from :class:`QueryPairSampler`) for the same number of steps, learning rate
+and schedule, in one process. Reports training throughput (pairs/s, training steps only) and the
 test NDCG@10 each reaches. sentence-transformers' student has one output logit, as
 its ``MarginMSELoss`` requires; ours has one per grade and scores their expectation.
 

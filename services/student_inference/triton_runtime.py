@@ -251,17 +251,13 @@ class TritonServer:
             raise
         return self
 
-    def log_tail(self, lines: int = 40) -> str:
-        if self._log_file is None or not self._log_file.exists():
-            return ""
-        return "\n".join(self._log_file.read_text(errors="replace").splitlines()[-lines:])
-
     def load_model(self, name: str) -> None:
         """Load (or reload, picking up new versions) ``name``; waits until it is READY."""
         with self.client() as client:
             client.load_model(name)
             if not client.is_model_ready(name):
-                raise RuntimeError(f"model {name!r} not READY after load:\n{self.log_tail()}")
+                tail = process.log_tail(self._log_file)
+                raise RuntimeError(f"model {name!r} not READY after load:\n{tail}")
 
     def unload_model(self, name: str) -> None:
         with self.client() as client:

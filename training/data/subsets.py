@@ -43,6 +43,9 @@ def scarce_human_labels(source: Path, out: Path, keep_train: int, seed: int = 0)
     """
     if out.resolve() == source.resolve():
         raise ValueError("out: must differ from the source dataset")
+    # Re-deriving replaces an earlier copy; any other non-empty directory is left alone.
+    if out.exists() and any(out.iterdir()) and not (out / storage.MANIFEST).exists():
+        raise ValueError(f"out: {out} exists and is not a dataset; choose a new directory")
     queries = storage.read_table(source, "queries").to_pylist()
     train = [q["query_id"] for q in queries if q["split"] == Split.TRAIN]
     if not 1 <= keep_train <= len(train):

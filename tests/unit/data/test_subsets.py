@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
@@ -46,3 +47,17 @@ def test_scarce_rejects_a_keep_count_beyond_the_train_split(dataset: Path, tmp_p
     )
     assert result.exit_code == 2
     assert "keep_train" in result.output
+
+
+def test_scarce_refuses_to_overwrite_a_directory_that_is_not_a_dataset(
+    dataset: Path, tmp_path: Path
+):
+    keep = tmp_path / "notes.txt"
+    keep.write_text("not a dataset")
+    with pytest.raises(ValueError, match=r"out: .* is not a dataset"):
+        scarce_human_labels(dataset, tmp_path, keep_train=5)
+    assert keep.read_text() == "not a dataset"
+    # An earlier derived copy is replaced.
+    out = scarce_human_labels(dataset, tmp_path / "scarce", keep_train=5)
+    assert scarce_human_labels(dataset, out, keep_train=6) == out
+    assert sum(s == "train" for s in _splits(out).values()) == 6
