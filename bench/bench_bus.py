@@ -21,10 +21,10 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer
 from relevance.v1 import common_pb2, topics_pb2
 
+from contracts.topics import Topic
 from services.core import bus
 from services.core.broker import EmbeddedBroker, create_topics
 from services.core.settings import Settings
-from services.core.topics import Topic
 
 
 def payload(i: int) -> topics_pb2.CandidateBatch:

@@ -52,8 +52,8 @@ from sentence_transformers import CrossEncoder
 from tokenizers import Tokenizer
 from transformers import AutoConfig
 
+from ops.stack import health_status
 from services.core.broker import free_port
-from services.stack import health_status
 from services.student_inference.backends import triton_env, two_tower_env, write_cpu_repository
 from services.student_inference.triton_runtime import TritonServer, setup_venv
 from training.data.simulator import make_catalog, render_products

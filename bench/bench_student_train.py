@@ -34,8 +34,8 @@ from sentence_transformers.cross_encoder import CrossEncoder
 from sentence_transformers.cross_encoder.losses import MarginMSELoss
 from transformers import get_linear_schedule_with_warmup
 
+from contracts.text import product_text
 from training.data.simulator import simulate
-from training.data.text import product_text
 from training.eval.evaluate import evaluate_scorer
 from training.student.checkpoint import load_student
 from training.student.config import LossWeights, StudentTrainConfig

@@ -34,12 +34,12 @@ import typer
 from relevance.v1 import topics_pb2
 from transformers import pipeline
 
+from contracts.products import product_message
+from contracts.topics import CANDIDATES, LABELS
+from ops.stack import health_status
 from services.core import bus
 from services.core.broker import EmbeddedBroker, create_topics, free_port
-from services.core.products import product_message
 from services.core.settings import Settings
-from services.core.topics import CANDIDATES, LABELS
-from services.stack import health_status
 from training.teacher.data import load_split
 from training.teacher.labeler import TeacherLabeler
 from training.teacher.templates import render

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from google.protobuf.message import DecodeError
 
+from contracts.topics import Topic
 from services.core.broker import BROKER_KINDS, EmbeddedBroker, create_topics, free_port
 from services.core.settings import Settings, get_settings
-from services.core.topics import Topic
 
 # Settings are read lazily, so these apply to every test. Tests must never reach a
 # model hub, and the first group join of the embedded brokers takes about half the

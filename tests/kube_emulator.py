@@ -10,7 +10,7 @@ import kmock
 import pytest
 from kubernetes import client
 
-from services.jobs.settings import K8sSettings
+from ops.jobs.settings import K8sSettings
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ from transformers import (
     Qwen2Config,
 )
 
-from training.data import schema, storage
+from contracts import schema
+from training.data import storage
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from training.data import schema
+from contracts import schema
 
 if TYPE_CHECKING:
     from services.student_inference.triton_runtime import TritonInstall

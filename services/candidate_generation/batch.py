@@ -20,6 +20,8 @@ import numpy as np
 from relevance.v1 import topics_pb2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from contracts.products import product_message
+from contracts.topics import CANDIDATES
 from services.candidate_generation.index import CatalogIndex
 from services.candidate_generation.queries import (
     QueryRecord,
@@ -29,8 +31,6 @@ from services.candidate_generation.queries import (
 )
 from services.candidate_generation.sampling import Candidate, SpectrumSampler
 from services.core.bus import Publisher, event_meta
-from services.core.products import product_message
-from services.core.topics import CANDIDATES
 
 PRODUCER = "candidate-generation"
 

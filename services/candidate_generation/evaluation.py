@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 from rich.progress import Progress
 
+from contracts.schema import Grade
 from services.candidate_generation.index import MODES, CatalogIndex, Mode
 from training.data import storage
-from training.data.schema import Grade
 
 
 def exact_recall(

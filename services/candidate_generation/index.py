@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 import Stemmer
 from rich.progress import Progress
 
-from training.data import schema
-from training.data.text import product_text
+from contracts import schema
+from contracts.text import product_text
 
 Mode = Literal["fused", "bm25", "dense"]
 MODES: tuple[Mode, ...] = ("fused", "bm25", "dense")

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from contracts.schema import Split
+from contracts.text import attribute_pairs
 from services.candidate_generation.index import CatalogIndex
 from training.data import storage
-from training.data.schema import Split
-from training.data.text import attribute_pairs
 
 LOG, SIMULATOR, SYNTHETIC, RELABEL = "log", "simulator", "synthetic", "relabel"
 

@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from contracts.topics import pair_key
 from services.candidate_generation.index import CatalogIndex, Hit
-from services.core.topics import pair_key
 
 TOP, STRATIFIED, RANDOM = "top", "stratified", "random"
 

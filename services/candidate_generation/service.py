@@ -32,6 +32,9 @@ from relevance.v1 import (
     topics_pb2,
 )
 
+from contracts.products import product_message, product_row
+from contracts.schema import Split
+from contracts.topics import CANDIDATES, RELABEL_REQUESTS
 from services.candidate_generation.batch import candidate_batch
 from services.candidate_generation.index import CatalogIndex, Encoder, MiniLMEncoder
 from services.candidate_generation.queries import (
@@ -52,10 +55,7 @@ from services.core.grpc_server import (
     check_deadline,
     require,
 )
-from services.core.products import product_message, product_row
 from services.core.settings import Settings
-from services.core.topics import CANDIDATES, RELABEL_REQUESTS
-from training.data.schema import Split
 
 log = logging.getLogger(__name__)
 

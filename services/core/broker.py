@@ -28,9 +28,9 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from contracts.topics import ALL_TOPICS, Topic
 from services.core import process
 from services.core.settings import get_settings
-from services.core.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from kafka.errors import CommitFailedError
 from prometheus_client import Counter
 from relevance.v1 import common_pb2, topics_pb2
 
+from contracts.topics import DLQ, Topic
 from services.core import metrics
 from services.core.settings import Settings
-from services.core.topics import DLQ, Topic
 
 log = logging.getLogger(__name__)
 

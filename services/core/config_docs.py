@@ -29,8 +29,8 @@ SETTINGS_CLASSES = (
         "TwoTowerSettings",
     ),
     ("Embedded Triton server", "services.student_inference.triton_runtime", "TritonSettings"),
-    ("KServe rollout", "services.rollout.settings", "RolloutSettings"),
-    ("Kubernetes jobs and offline checks", "services.jobs.settings", "K8sSettings"),
+    ("KServe rollout", "ops.rollout.settings", "RolloutSettings"),
+    ("Kubernetes jobs and offline checks", "ops.jobs.settings", "K8sSettings"),
     ("Data", "training.data.settings", "DataSettings"),
 )
 

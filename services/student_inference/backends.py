@@ -36,11 +36,11 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from contracts.artifacts import CrossEncoderSpec, TwoTowerSpec, read_spec
+from contracts.text import product_text
 from services.core.grpc_server import DeadlineExceeded, InvalidArgument, Unavailable
 from services.student_inference.service import ScoreResult
 from services.student_inference.triton_runtime import TritonServer
-from training.data.text import product_text
-from training.export.spec import CrossEncoderSpec, TwoTowerSpec, read_spec
 
 log = logging.getLogger(__name__)
 

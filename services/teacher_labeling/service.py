@@ -26,11 +26,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
 
+from contracts.products import product_row
+from contracts.topics import CANDIDATES, LABELS, pair_key
 from services.core import bus, metrics
 from services.core.grpc_server import FailedPrecondition, GrpcServer, ServiceBinding, require
-from services.core.products import product_row
 from services.core.settings import Settings
-from services.core.topics import CANDIDATES, LABELS, pair_key
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ def test_demo_runs_the_loop_and_writes_the_report(tmp_path: Path) -> None:
     env = {**os.environ, "RELKD_DATA_DIR": str(tmp_path)}
     env.pop("RELKD_KAFKA_BOOTSTRAP", None)
     done = subprocess.run(
-        [sys.executable, "-m", "services", "demo", "--scale", "ci", "--out", str(run_dir)],
+        [sys.executable, "-m", "ops", "demo", "--scale", "ci", "--out", str(run_dir)],
         env=env, capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]

@@ -9,9 +9,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from typer.testing import CliRunner
 
-from services.jobs import cli
-from services.jobs.launcher import JobLauncher, RunKind, RunSpec, build_job, job_phase
-from services.jobs.validate import manifest_validator
+from ops.jobs import cli
+from ops.jobs.launcher import JobLauncher, RunKind, RunSpec, build_job, job_phase
+from ops.jobs.validate import manifest_validator
 
 runner = CliRunner()
 

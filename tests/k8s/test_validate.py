@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.jobs.settings import REPO_ROOT, K8sSettings
-from services.jobs.validate import (
+from ops.jobs.settings import REPO_ROOT, K8sSettings
+from ops.jobs.validate import (
     ManifestValidator,
     _find_executable,
     kustomizations,

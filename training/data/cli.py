@@ -142,7 +142,7 @@ def materialize_command(
 ) -> None:
     """Consume relevance.labels.v1 into the teacher_labels table (newest teacher per pair)."""
     from services.core.settings import get_settings
-    from training.data.materializer import materialize
+    from services.label_store.materializer import materialize
 
     settings = get_settings()
     if not settings.kafka_bootstrap:

@@ -24,8 +24,8 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from contracts.schema import NUM_GRADES, Grade, Match, Split
 from training.data import storage
-from training.data.schema import NUM_GRADES, Grade, Match, Split
 
 WANDS_GRADES = {"Exact": Grade.EXACT, "Partial": Grade.SUBSTITUTE, "Irrelevant": Grade.IRRELEVANT}
 ESCI_GRADES = {

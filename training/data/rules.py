@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.data.schema import Grade, Match
+from contracts.schema import Grade, Match
 from training.data.taxonomy import COMPLEMENT, RELATION, SAME, SUBSTITUTE
 
 ATTRIBUTE_NAMES = ("color", "material", "size", "style")

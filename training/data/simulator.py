@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 from rich.progress import Progress
 
+from contracts.schema import NUM_GRADES, Split
 from training.data import storage
 from training.data.rules import ATTRIBUTE_NAMES, CatalogArrays, QuerySpec, judge
-from training.data.schema import NUM_GRADES, Split
 from training.data.settings import DataSettings
 from training.data.taxonomy import (
     ALL_MATERIALS,

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from training.data.schema import SCHEMA_VERSION, TABLES
+from contracts.schema import SCHEMA_VERSION, TABLES
 
 MANIFEST = "manifest.json"
 # Tables whose rows belong to a query, so they can be filtered by the query's split.

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contracts.schema import Split
 from training.data import storage
-from training.data.schema import Split
 
 
 def seeded_subset(ids: list[str], count: int, seed: int) -> set[str]:

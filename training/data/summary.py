@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from contracts.schema import NUM_GRADES, Grade
 from training.data import storage
-from training.data.schema import NUM_GRADES, Grade
 from training.data.simulator import fleiss_kappa, majority_grade
 
 

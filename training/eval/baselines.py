@@ -11,8 +11,8 @@ import bm25s
 import numpy as np
 import Stemmer
 
+from contracts.text import product_text
 from training.data import storage
-from training.data.text import product_text
 from training.eval.scorer import register_scorer
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from training.export.spec import Precision, Variant
+from contracts.artifacts import Precision, Variant
 
 app = typer.Typer(help="Export students to ONNX and Triton model repositories.")
 

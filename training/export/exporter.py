@@ -26,8 +26,7 @@ import torch
 from rich.progress import Progress
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from training.export import onnx_export
-from training.export.spec import (
+from contracts.artifacts import (
     CROSS_ENCODER_DIR,
     PRODUCT_TOWER_DIR,
     QUERY_TOWER_DIR,
@@ -36,6 +35,7 @@ from training.export.spec import (
     read_spec,
     write_spec,
 )
+from training.export import onnx_export
 from training.student.examples import product_text
 
 EXPORT_JSON = "export.json"

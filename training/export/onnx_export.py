@@ -34,7 +34,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from training.data import schema
+from contracts import schema
 
 OPSET = 17
 # Order of the graph inputs; a model whose tokenizer has no token types (DistilBERT,

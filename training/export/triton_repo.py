@@ -34,14 +34,14 @@ from google.protobuf import text_format
 from transformers import AutoTokenizer
 from tritonclient.grpc import model_config_pb2 as mc
 
-from training.data import schema
+from contracts import schema
+from contracts.artifacts import CrossEncoderSpec, Precision, Variant, read_spec
 from training.export.exporter import (
     CROSS_ENCODER_INT8,
     CROSS_ENCODER_ONNX,
     TOKENIZER_DIR,
 )
 from training.export.onnx_export import input_names
-from training.export.spec import CrossEncoderSpec, Precision, Variant, read_spec
 
 CONFIG_PBTXT = "config.pbtxt"
 SERVING_JSON = "serving.json"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data.text import product_text
+from contracts.text import product_text
 from training.student.models.base import STUDENT_JSON, StudentModel, to_device
 from training.student.models.cross_encoder import CrossEncoderStudent
 from training.student.models.two_tower import TwoTowerStudent

@@ -44,7 +44,7 @@ class StudentTrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: StudentKind = StudentKind.CROSS_ENCODER
-    dataset_dir: Path = Field(..., description="Dataset directory (training.data.schema).")
+    dataset_dir: Path = Field(..., description="Dataset directory (contracts.schema).")
     output_dir: Path = Field(Path(".relkd/students/student"), description="Checkpoint dir.")
     name: str = Field("relkd-student", description="Model name written to student.json.")
     version: str = Field("1", description="Model version written to student.json.")

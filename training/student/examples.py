@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from training.data import schema
+from contracts import schema
+from contracts.text import product_text
 from training.data.storage import has_table, read_table
 from training.data.subsets import seeded_subset
-from training.data.text import product_text
 from training.student.config import StudentTrainConfig
 
 HUMAN = "human"

@@ -30,9 +30,9 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import get_linear_schedule_with_warmup
 
-from training.data import schema
+from contracts import schema
+from contracts.text import product_text
 from training.data.storage import read_table
-from training.data.text import product_text
 from training.eval import metrics
 from training.student.checkpoint import load_model
 from training.student.config import StudentKind, StudentTrainConfig

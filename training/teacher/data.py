@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.data import schema
+from contracts import schema
 from training.data.storage import read_table
 
 

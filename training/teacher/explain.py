@@ -24,7 +24,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from training.data.schema import NUM_GRADES, Match
+from contracts.schema import NUM_GRADES, Match
 from training.teacher.templates import render
 
 _INTRO = "Judge how relevant the product is to the search query.\n"

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.data.schema import NUM_GRADES, Match
+from contracts.schema import NUM_GRADES, Match
 from training.teacher import explain
 from training.teacher.explain import Rationale
 from training.teacher.modeling import (

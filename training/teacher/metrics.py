@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from training.data.schema import NUM_GRADES
+from contracts.schema import NUM_GRADES
 from training.eval.metrics import ndcg
 from training.teacher.data import JudgedPair
 

@@ -31,7 +31,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from training.data.schema import Grade
+from contracts.schema import Grade
 
 GRADE_LABELS = {int(g): g.name.lower() for g in Grade}
 

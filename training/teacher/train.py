@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from training.data.schema import NUM_GRADES, Split
+from contracts.schema import NUM_GRADES, Split
 from training.teacher import explain
 from training.teacher.config import TeacherTrainConfig
 from training.teacher.data import JudgedPair, load_split

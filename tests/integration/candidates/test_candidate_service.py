@@ -22,6 +22,7 @@ from relevance.v1 import (
     topics_pb2,
 )
 
+from contracts.topics import CANDIDATES, RELABEL_REQUESTS
 from services.candidate_generation.batch import Ledger, run_batch
 from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
 from services.candidate_generation.queries import simulator_queries
@@ -34,7 +35,6 @@ from services.candidate_generation.settings import CandidateSettings
 from services.core import bus
 from services.core.broker import EmbeddedBroker, free_port
 from services.core.settings import Settings
-from services.core.topics import CANDIDATES, RELABEL_REQUESTS
 from training.data import storage
 from training.data.simulator import simulate
 

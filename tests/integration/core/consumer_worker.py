@@ -9,9 +9,9 @@ import time
 
 from relevance.v1 import common_pb2, topics_pb2
 
+from contracts.topics import CANDIDATES, LABELS
 from services.core import bus
 from services.core.settings import get_settings
-from services.core.topics import CANDIDATES, LABELS
 
 
 def main(group: str) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from relevance.v1 import common_pb2, topics_pb2
 
+from contracts.topics import CANDIDATES, DLQ, LABELS
 from services.core import bus
 from services.core.broker import EmbeddedBroker
 from services.core.settings import Settings
-from services.core.topics import CANDIDATES, DLQ, LABELS
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from relevance.v1 import (
     teacher_labeling_pb2_grpc,
 )
 
+from ops.stack import SERVICES, health_status, reflected_services
 from services.core.broker import free_port
-from services.stack import SERVICES, health_status, reflected_services
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def start_service(name: str, port: int) -> subprocess.Popen[bytes]:
     env.pop("RELKD_TEACHER_CHECKPOINT", None)
     env.pop("RELKD_STUDENT_BACKEND", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "services", "serve", name],
+        [sys.executable, "-m", "ops", "serve", name],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,

@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 
+from ops.stack import SERVICES, health_status, reflected_services
 from services.core.broker import free_port
-from services.stack import SERVICES, health_status, reflected_services
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def test_up_serves_everything_and_stops_cleanly(broker: str, tmp_path) -> None:
     for name, port in ports.items():
         env[f"RELKD_{SERVICES[name].port_setting.upper()}"] = str(port)
     up = subprocess.Popen(
-        [sys.executable, "-m", "services", "up", "--timeout", "90"],
+        [sys.executable, "-m", "ops", "up", "--timeout", "90"],
         env=env,
         stdout=subprocess.PIPE,
         text=True,

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from services.rollout import cli
-from services.rollout.kserve_rollout import (
+from ops.rollout import cli
+from ops.rollout.kserve_rollout import (
     PREVIOUS_STORAGE_URI_ANNOTATION,
     PREVIOUS_VERSION_ANNOTATION,
     VERSION_ANNOTATION,
@@ -23,7 +23,7 @@ from services.rollout.kserve_rollout import (
     to_manifest,
     validate_manifest,
 )
-from services.rollout.settings import DeploymentMode
+from ops.rollout.settings import DeploymentMode
 
 runner = CliRunner()
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -286,9 +286,9 @@ def test_unreachable_api_server_is_a_clear_error(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("services.rollout.kserve_rollout", ("tritonclient",)),
+        ("ops.rollout.kserve_rollout", ("tritonclient",)),
         # `relkd` imports every area's CLI at start-up: no kserve there either.
-        ("services.rollout.cli", ("tritonclient", "kserve")),
+        ("ops.rollout.cli", ("tritonclient", "kserve")),
     ],
 )
 def test_import_keeps_kserve_and_tritonclient_apart(

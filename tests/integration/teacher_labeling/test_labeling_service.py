@@ -18,11 +18,11 @@ import grpc
 import pytest
 from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
 
+from contracts.topics import CANDIDATES, DLQ, LABELS, pair_key
+from ops.stack import health_status
 from services.core import bus
 from services.core.broker import BROKER_KINDS, EmbeddedBroker, create_topics, free_port
 from services.core.settings import Settings
-from services.core.topics import CANDIDATES, DLQ, LABELS, pair_key
-from services.stack import health_status
 from training.teacher.config import TeacherTrainConfig
 from training.teacher.labeler import TeacherLabeler
 from training.teacher.train import train

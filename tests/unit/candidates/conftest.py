@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 import torch
 
+from contracts import schema
 from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
-from training.data import schema
 
 TYPES = {
     "sofa": "living room seating",

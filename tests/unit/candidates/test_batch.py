@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from relevance.v1 import common_pb2
 
+from contracts.products import product_message, product_row
 from services.candidate_generation.batch import (
     Ledger,
     RateLimiter,
@@ -13,7 +14,6 @@ from services.candidate_generation.batch import (
 )
 from services.candidate_generation.index import CatalogIndex
 from services.candidate_generation.queries import LOG, SYNTHETIC, QueryRecord, unreached_products
-from services.core.products import product_message, product_row
 
 
 def test_product_round_trips_through_the_wire_message(catalog: list[dict[str, Any]]) -> None:

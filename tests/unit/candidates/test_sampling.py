@@ -7,6 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from contracts import schema
+from contracts.topics import pair_key
 from services.candidate_generation.index import CatalogIndex
 from services.candidate_generation.sampling import (
     RANDOM,
@@ -17,8 +19,6 @@ from services.candidate_generation.sampling import (
     load_labeled_pairs,
     strata_bounds,
 )
-from services.core.topics import pair_key
-from training.data import schema
 
 
 def test_strata_cover_the_range_without_overlap() -> None:

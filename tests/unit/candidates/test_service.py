@@ -6,12 +6,12 @@ from typing import Any
 import numpy as np
 from relevance.v1 import common_pb2, topics_pb2
 
+from contracts.topics import CANDIDATES
 from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
 from services.candidate_generation.queries import LOG, QueryRecord
 from services.candidate_generation.service import CandidateEngine, QueryPool, RelabelHandler
 from services.candidate_generation.settings import CandidateSettings
 from services.core import bus
-from services.core.topics import CANDIDATES
 
 
 class RecordingPublisher:

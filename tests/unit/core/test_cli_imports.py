@@ -10,7 +10,7 @@ import sys
 
 def test_cli_root_imports_no_heavy_or_conflicting_package() -> None:
     code = (
-        "import json, sys, services.cli; "
+        "import json, sys, ops.cli; "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], text=True)))

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.schema import TABLES
 from training.data import storage
 from training.data.loaders import load_esci, load_wands
-from training.data.schema import TABLES
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
 

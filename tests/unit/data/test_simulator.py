@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from contracts.schema import Match
 from training.data import storage
 from training.data.rules import CatalogArrays, QuerySpec, judge
-from training.data.schema import Match
 from training.data.simulator import (
     fleiss_kappa,
     majority_grade,

@@ -3,8 +3,8 @@ import json
 import pyarrow as pa
 import pytest
 
+from contracts.schema import SCHEMA_VERSION
 from training.data import storage
-from training.data.schema import SCHEMA_VERSION
 
 
 def _queries(n: int) -> list[dict]:

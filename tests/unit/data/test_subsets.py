@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
+from ops.cli import app
 from training.data import storage
 from training.data.subsets import scarce_human_labels, seeded_subset
 

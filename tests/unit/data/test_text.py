@@ -1,4 +1,4 @@
-from training.data.text import product_text
+from contracts.text import product_text
 
 
 def test_product_text_renders_fields_in_order():

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.demo.report import ModelResult, answer, write_report
+from ops.demo.report import ModelResult, answer, write_report
 
 
 def _result(model: str, family: str, augmented: int | None, ndcg: float) -> ModelResult:

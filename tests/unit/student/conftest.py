@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from training.data import schema
+from contracts import schema
 from training.data.storage import write_manifest, write_table
 from training.student.config import StudentTrainConfig
 from training.student.models.base import default_base_model

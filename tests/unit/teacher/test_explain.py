@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from training.data.schema import Match
+from contracts.schema import Match
 from training.teacher.explain import (
     GradeTokens,
     parse_judgment,

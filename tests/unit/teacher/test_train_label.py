@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from training.data.schema import Match
+from contracts.schema import Match
 from training.eval.scorer import GradeScorer
 from training.teacher.cli import app
 from training.teacher.config import TeacherTrainConfig

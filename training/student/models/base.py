@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from training.data import schema
+from contracts import schema
 
 STUDENT_JSON = "student.json"
 AUX_HEADS = "aux_heads.pt"

@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from training.data import schema
+from contracts import schema
 from training.student.models.base import (
     RationaleHeads,
     StudentModel,

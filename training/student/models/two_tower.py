@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from training.data import schema
+from contracts import schema
 from training.student.models.base import (
     RationaleHeads,
     StudentModel,

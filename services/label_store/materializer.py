@@ -25,11 +25,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from relevance.v1 import topics_pb2
 
+from contracts.schema import NUM_GRADES, TEACHER_LABELS
+from contracts.topics import LABELS
 from services.core import bus
 from services.core.settings import Settings
-from services.core.topics import LABELS
 from training.data import storage
-from training.data.schema import NUM_GRADES, TEACHER_LABELS
 
 STREAM_DIR = "label_stream"
 # Stream shards carry the teacher_labels columns plus what dedup needs.

@@ -1,7 +1,7 @@
 """Settings of `relkd rollout`, read from ``RELKD_ROLLOUT_*`` variables.
 
 The kubeconfig (``RELKD_KUBECONFIG``) and the schemas directory (``RELKD_SCHEMAS_DIR``)
-are shared with `relkd jobs` and come from :class:`services.jobs.settings.K8sSettings`.
+are shared with `relkd jobs` and come from :class:`ops.jobs.settings.K8sSettings`.
 This module must not import kserve: the CLI reads it at start-up.
 """
 

@@ -1,6 +1,6 @@
 """`relkd rollout`: a new student as a KServe InferenceService, canary, promote, rollback.
 
-kserve is imported inside the commands (from services.rollout.kserve_rollout), never
+kserve is imported inside the commands (from ops.rollout.kserve_rollout), never
 at module level: `relkd` loads every area's CLI at start-up, and kserve cannot share
 a process with ``tritonclient.grpc`` (duplicate protobuf symbols).
 """
@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from services.jobs.settings import K8sSettings
-from services.rollout.settings import DeploymentMode, RolloutSettings
+from ops.jobs.settings import K8sSettings
+from ops.rollout.settings import DeploymentMode, RolloutSettings
 
 if TYPE_CHECKING:
-    from services.rollout.kserve_rollout import RolloutStatus, StudentRollout
+    from ops.rollout.kserve_rollout import RolloutStatus, StudentRollout
 
 app = typer.Typer(
     help="Student rollout on KServe (InferenceService, canary).", no_args_is_help=True
@@ -33,7 +33,7 @@ NamespaceOption = typer.Option(None, "--namespace", "-n", help="Default: RELKD_R
 
 
 def _rollout() -> StudentRollout:
-    from services.rollout.kserve_rollout import StudentRollout
+    from ops.rollout.kserve_rollout import StudentRollout
 
     return StudentRollout.connect(K8sSettings().kubeconfig)
 
@@ -91,7 +91,7 @@ def deploy_command(
     ),
 ) -> None:
     """Create the InferenceService, or move it to STORAGE_URI with a canary share of traffic."""
-    from services.rollout.kserve_rollout import (
+    from ops.rollout.kserve_rollout import (
         RolloutError,
         StudentService,
         build_inference_service,
@@ -148,7 +148,7 @@ def deploy_command(
 @app.command("promote")
 def promote_command(name: str | None = NameOption, namespace: str | None = NamespaceOption) -> None:
     """Send all traffic to the canary (the latest version)."""
-    from services.rollout.kserve_rollout import RolloutError
+    from ops.rollout.kserve_rollout import RolloutError
 
     settings = RolloutSettings()
     try:
@@ -163,7 +163,7 @@ def rollback_command(
     name: str | None = NameOption, namespace: str | None = NamespaceOption
 ) -> None:
     """Send all traffic back to the previous version."""
-    from services.rollout.kserve_rollout import RolloutError
+    from ops.rollout.kserve_rollout import RolloutError
 
     settings = RolloutSettings()
     try:
@@ -176,7 +176,7 @@ def rollback_command(
 @app.command("status")
 def status_command(name: str | None = NameOption, namespace: str | None = NamespaceOption) -> None:
     """Readiness, URL, versions and traffic split of the InferenceService."""
-    from services.rollout.kserve_rollout import RolloutError
+    from ops.rollout.kserve_rollout import RolloutError
 
     settings = RolloutSettings()
     try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import typer
 
-from services import serve, stack
+from ops import stack
+from ops.demo.command import demo_command
+from ops.jobs import cli as jobs_cli
+from ops.rollout import cli as rollout_cli
+from services import serve
 from services.candidate_generation import cli as candidates_cli
 from services.core import broker
-from services.demo.command import demo_command
-from services.jobs import cli as jobs_cli
-from services.rollout import cli as rollout_cli
 from training.data import cli as data_cli
 from training.eval import cli as eval_cli
 from training.export import cli as export_cli

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from services.jobs.launcher import JobLauncher, RunKind, RunSpec, build_job, job_phase
-from services.jobs.settings import K8sSettings
+from ops.jobs.launcher import JobLauncher, RunKind, RunSpec, build_job, job_phase
+from ops.jobs.settings import K8sSettings
 
 app = typer.Typer(help="Training runs as Kubernetes Jobs.", no_args_is_help=True)
 console = Console()

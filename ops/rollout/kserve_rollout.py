@@ -39,9 +39,9 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, Field, model_validator
 from urllib3.exceptions import HTTPError
 
-from services.jobs.crd_schema import field_path, forbid_unknown_fields
-from services.jobs.settings import K8sSettings
-from services.rollout.settings import DeploymentMode
+from ops.jobs.crd_schema import field_path, forbid_unknown_fields
+from ops.jobs.settings import K8sSettings
+from ops.rollout.settings import DeploymentMode
 
 VERSION_ANNOTATION = "relkd.io/student-version"
 PREVIOUS_VERSION_ANNOTATION = "relkd.io/previous-student-version"
@@ -215,7 +215,7 @@ def validate_manifest(manifest: dict[str, Any], settings: K8sSettings | None = N
 
 @functools.cache
 def _inference_service_validator(crd_file: Path) -> jsonschema.Draft7Validator:
-    # The strictness rule of `relkd k8s validate` (services.jobs.validate), over this one
+    # The strictness rule of `relkd k8s validate` (ops.jobs.validate), over this one
     # CRD read with libyaml: its ManifestValidator parses every CRD in pure Python (~25 s).
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(crd_file.read_text(), Loader=loader)

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ops.demo.pipeline import SCALES, STAGES, DemoRun, default_run_dir, run_demo
 from services.core.logging import configure_logging
 from services.core.settings import get_settings
-from services.demo.pipeline import SCALES, STAGES, DemoRun, default_run_dir, run_demo
 
 
 def demo_command(

@@ -1,6 +1,6 @@
 """Offline checks of the deployment: no cluster, no Docker, no network.
 
-`relkd k8s validate` (or ``python -m services.jobs.validate``) runs, in order:
+`relkd k8s validate` (or ``python -m ops.jobs.validate``) runs, in order:
 
 1. yamllint over ``k8s/`` and ``skaffold.yaml`` (config ``k8s/.yamllint.yaml``);
 2. ``kubectl kustomize`` of every kustomization under ``k8s/`` (components excluded);
@@ -41,8 +41,8 @@ from rich.progress import Progress
 from yamllint import config as yamllint_config
 from yamllint import linter
 
-from services.jobs.crd_schema import field_path, forbid_unknown_fields
-from services.jobs.settings import REPO_ROOT, K8sSettings
+from ops.jobs.crd_schema import field_path, forbid_unknown_fields
+from ops.jobs.settings import REPO_ROOT, K8sSettings
 
 CHECKS = ("yamllint", "kustomize", "schema", "skaffold", "checkov")
 CHECKS_HELP = f"Checks to run (repeatable): {', '.join(CHECKS)}."

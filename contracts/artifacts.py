@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from training.data import schema
+from contracts import schema
 
 # Triton repository flavours: where the model runs, and the weights it serves.
 Variant = Literal["cpu", "gpu"]

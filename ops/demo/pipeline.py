@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from ops.demo.report import ModelResult, write_report
 from services.core.settings import Settings, get_settings
-from services.demo.report import ModelResult, write_report
 
 console = Console(stderr=True)
 
@@ -102,7 +102,7 @@ class DemoStack:
 
     def with_env(self, service: str, env: Mapping[str, str]) -> Any:
         """The running stack, with `service` (re)started on `env`."""
-        from services.stack import running_stack
+        from ops.stack import running_stack
 
         if self._stack is None:
             self._stack = self._exits.enter_context(running_stack(extra_env=env))
@@ -168,8 +168,8 @@ def run_candidates(run: DemoRun, stack: DemoStack) -> dict[str, Any]:
     from services.candidate_generation.service import CandidateEngine
     from services.candidate_generation.settings import CandidateSettings
     from services.core.bus import Publisher
+    from services.label_store.materializer import materialize, stream_rows
     from training.data import storage
-    from training.data.materializer import materialize, stream_rows
 
     dataset, index_dir = run.path("dataset"), run.path("candidate-index")
     run.state("teacher")
@@ -319,7 +319,7 @@ def best_cross_encoder(run: DemoRun) -> str:
 
 
 def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any]:
-    from services.demo.frontend import GrpcStudentScorer
+    from ops.demo.frontend import GrpcStudentScorer
     from services.student_inference.backends import triton_env, write_cpu_repository
     from services.student_inference.triton_runtime import TritonServer
     from training.eval.evaluate import evaluate_scorer

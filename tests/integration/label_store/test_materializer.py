@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from relevance.v1 import common_pb2, topics_pb2
 
+from contracts.topics import LABELS, pair_key
 from services.core import bus
 from services.core.settings import Settings
-from services.core.topics import LABELS, pair_key
+from services.label_store.materializer import LabelShardWriter, compact, materialize
 from training.data import storage
-from training.data.materializer import LabelShardWriter, compact, materialize
 
 pytestmark = pytest.mark.integration
 

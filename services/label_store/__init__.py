@@ -1,0 +1,1 @@
+"""The label store: teacher labels from Kafka into versioned Parquet snapshots."""
