@@ -1,0 +1,308 @@
+"""Write side of the label store: incoming shards and snapshot cuts.
+
+Consumption is at-least-once, so a label can arrive twice and a relabeled pair
+arrives again under a newer teacher. Both are handled in two steps:
+
+1. every consumed batch is written as one immutable *incoming* shard under
+   ``<store>/incoming/{labels,products}/`` (temp file + rename) *before* its offsets are
+   committed, so a crash loses nothing and at worst writes a batch twice;
+2. :func:`cut_snapshot` folds the previous snapshot and the incoming shards into the
+   next snapshot, keeping exactly one row per (query, product, teacher version) (the
+   one produced last) and the latest text per product, then deletes the shards it
+   folded. Only one cut runs at a time (a file lock), so the service's threshold cuts
+   and ``relkd labels snapshot`` can run side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from relevance.v1 import topics_pb2
+
+from contracts.label_snapshots import (
+    LABELS_SCHEMA,
+    SNAPSHOTS_DIR,
+    STORED_PRODUCTS_SCHEMA,
+    format_id,
+    snapshot_ids,
+)
+from contracts.products import product_row
+from contracts.schema import NUM_GRADES, SCHEMA_VERSION, TEACHER_LABELS
+from services.core import bus
+from services.label_store.store import (
+    LABELS_FILE,
+    MANIFEST_FILE,
+    PRODUCTS_FILE,
+    TEACHER_LABELS_FILE,
+    LabelStore,
+    Snapshot,
+)
+
+INCOMING_DIR = "incoming"
+LABELS_KIND = "labels"
+PRODUCTS_KIND = "products"
+_SCHEMAS = {LABELS_KIND: LABELS_SCHEMA, PRODUCTS_KIND: STORED_PRODUCTS_SCHEMA}
+LABEL_KEY = ["query_id", "product_id", "teacher_version"]
+
+
+def label_problem(label: topics_pb2.LabelRecord) -> str:
+    """Why `label` cannot be stored, naming the field; empty when it can."""
+    if not label.query_id or not label.product_id:
+        return "query_id and product_id are required"
+    if len(label.grades.probs) != NUM_GRADES:
+        return f"grades.probs: expected {NUM_GRADES} probabilities, got {len(label.grades.probs)}"
+    total = sum(label.grades.probs)
+    if not math.isclose(total, 1.0, abs_tol=1e-3) or min(label.grades.probs) < 0:
+        return f"grades.probs: not a distribution (sum {total:.4f})"
+    if not label.teacher.version:
+        return "teacher.version: must not be empty"
+    return ""
+
+
+def incoming_dir(store_dir: Path, kind: str) -> Path:
+    return Path(store_dir) / INCOMING_DIR / kind
+
+
+def write_incoming(store_dir: Path, kind: str, rows: list[dict]) -> Path:
+    """Writes `rows` as one incoming shard, atomically (a reader never sees half of it)."""
+    folder = incoming_dir(store_dir, kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = folder / f".{name}.tmp"
+    pq.write_table(pa.Table.from_pylist(rows, schema=_SCHEMAS[kind]), tmp)
+    os.replace(tmp, folder / name)
+    return folder / name
+
+
+def incoming_shards(store_dir: Path, kind: str) -> list[Path]:
+    return sorted(incoming_dir(store_dir, kind).glob("*.parquet"))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What has arrived since the last snapshot."""
+
+    labels: int
+    products: int
+    shards: int
+    oldest_age_s: float
+
+    @property
+    def rows(self) -> int:
+        return self.labels + self.products
+
+
+def pending(store_dir: Path) -> Pending:
+    counts, shards, oldest = {}, 0, None
+    for kind in _SCHEMAS:
+        paths = incoming_shards(store_dir, kind)
+        shards += len(paths)
+        counts[kind] = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        if paths:
+            born = int(paths[0].name.split("-", 1)[0]) / 1e9
+            oldest = born if oldest is None else min(oldest, born)
+    age = max(time.time() - oldest, 0.0) if oldest is not None else 0.0
+    return Pending(counts[LABELS_KIND], counts[PRODUCTS_KIND], shards, age)
+
+
+class LabelsHandler:
+    """Consumer handler of ``relevance.labels.v1``: each batch of valid labels -> one shard."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = Path(store_dir)
+
+    def __call__(
+        self, deliveries: Sequence[bus.Delivery[topics_pb2.LabelRecord]]
+    ) -> list[bus.Rejection]:
+        rows, rejected = [], []
+        for delivery in deliveries:
+            label = delivery.message
+            problem = label_problem(label)
+            if problem:
+                rejected.append(bus.Rejection(delivery, problem))
+                continue
+            rationale = label.rationale if label.HasField("rationale") else None
+            rows.append(
+                {
+                    "query_id": label.query_id,
+                    "query": label.query,
+                    "product_id": label.product_id,
+                    "grade_probs": list(label.grades.probs),
+                    "expected_score": label.expected_score,
+                    "teacher_model": label.teacher.name,
+                    "teacher_version": label.teacher.version,
+                    "category_match": rationale.category_match if rationale else 0,
+                    "brand_match": rationale.brand_match if rationale else 0,
+                    "attribute_match": rationale.attribute_match if rationale else 0,
+                    "pair_key": label.pair_key,
+                    "produced_at_ns": label.meta.produced_at.ToNanoseconds(),
+                }
+            )
+        if rows:
+            write_incoming(self.store_dir, LABELS_KIND, rows)
+        return rejected
+
+
+class ProductChangesHandler:
+    """Consumer handler of ``relevance.relabel-requests.v1``: the products of each
+    ``product_changed`` request -> one shard. Other kinds are candidate generation's
+    business; this group only skips them."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = Path(store_dir)
+
+    def __call__(
+        self, deliveries: Sequence[bus.Delivery[topics_pb2.RelabelRequest]]
+    ) -> list[bus.Rejection]:
+        rows, rejected = [], []
+        for delivery in deliveries:
+            request = delivery.message
+            if request.WhichOneof("kind") != "product_changed":
+                continue
+            produced_at = request.meta.produced_at.ToNanoseconds()
+            bad = [
+                i
+                for i, p in enumerate(request.product_changed.products)
+                if not p.product_id or not p.title
+            ]
+            if bad:
+                rejected.append(
+                    bus.Rejection(
+                        delivery,
+                        f"product_changed.products[{bad[0]}]: product_id and title are required",
+                    )
+                )
+                continue
+            rows.extend(
+                {**product_row(p), "produced_at_ns": produced_at}
+                for p in request.product_changed.products
+            )
+        if rows:
+            write_incoming(self.store_dir, PRODUCTS_KIND, rows)
+        return rejected
+
+
+@contextlib.contextmanager
+def _cut_lock(store_dir: Path) -> Iterator[None]:
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with open(store_dir / ".cut.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _newest_per(table: pa.Table, keys: list[str]) -> pa.Table:
+    """One row per `keys`: the one with the largest produced_at_ns (ties: the later row)."""
+    if table.num_rows == 0:
+        return table
+    table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    order = pc.sort_indices(
+        table,
+        [(k, "ascending") for k in keys]
+        + [("produced_at_ns", "descending"), ("_row", "descending")],
+    )
+    table = table.take(order)
+    columns = [table.column(k).to_pylist() for k in keys]
+    first = [
+        i for i in range(table.num_rows) if i == 0 or any(col[i] != col[i - 1] for col in columns)
+    ]
+    return table.take(pa.array(first, pa.int64())).drop_columns(["_row"])
+
+
+def _read_all(paths: list[Path], schema: pa.Schema) -> pa.Table:
+    tables = [pq.read_table(p, schema=schema) for p in paths]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _write_readonly(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd")
+    path.chmod(0o444)
+
+
+def cut_snapshot(store_dir: Path | str, reason: str = "on demand") -> Snapshot | None:
+    """Folds the incoming shards into a new snapshot and returns it; None when nothing
+    arrived since the last snapshot (the first cut always makes one, maybe empty)."""
+    store_dir = Path(store_dir)
+    with _cut_lock(store_dir):
+        ids = snapshot_ids(store_dir)
+        label_shards = incoming_shards(store_dir, LABELS_KIND)
+        product_shards = incoming_shards(store_dir, PRODUCTS_KIND)
+        if ids and not label_shards and not product_shards:
+            return None
+        previous = LabelStore(store_dir).open(ids[-1]) if ids else None
+
+        old_labels = previous.labels() if previous else LABELS_SCHEMA.empty_table()
+        new_labels = _read_all(label_shards, LABELS_SCHEMA)
+        labels = _newest_per(pa.concat_tables([old_labels, new_labels]), LABEL_KEY)
+        teacher_labels = _newest_per(labels, ["query_id", "product_id"]).select(
+            TEACHER_LABELS.names
+        )
+        old_products = (
+            pq.read_table(previous.path / PRODUCTS_FILE, schema=STORED_PRODUCTS_SCHEMA)
+            if previous
+            else STORED_PRODUCTS_SCHEMA.empty_table()
+        )
+        new_products = _read_all(product_shards, STORED_PRODUCTS_SCHEMA)
+        products = _newest_per(pa.concat_tables([old_products, new_products]), ["product_id"])
+
+        snapshot_id = format_id(int(ids[-1]) + 1 if ids else 1)
+        counts = {
+            "labels": labels.num_rows,
+            "teacher_labels": teacher_labels.num_rows,
+            "products": products.num_rows,
+        }
+        created_at = datetime.now(UTC)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "source": "label-store",
+            "seed": None,
+            "counts": {"teacher_labels": teacher_labels.num_rows, "products": products.num_rows},
+            "extra": {
+                "snapshot": {
+                    "id": snapshot_id,
+                    "parent": previous.id if previous else None,
+                    "created_at": created_at.isoformat(timespec="seconds"),
+                    "reason": reason,
+                    "counts": counts,
+                    "folded": {
+                        "label_rows": new_labels.num_rows,
+                        "product_rows": new_products.num_rows,
+                        "shards": len(label_shards) + len(product_shards),
+                    },
+                }
+            },
+        }
+        root = store_dir / SNAPSHOTS_DIR
+        tmp = root / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            _write_readonly(labels.cast(LABELS_SCHEMA), tmp / LABELS_FILE)
+            _write_readonly(teacher_labels.cast(TEACHER_LABELS), tmp / TEACHER_LABELS_FILE)
+            _write_readonly(products.cast(STORED_PRODUCTS_SCHEMA), tmp / PRODUCTS_FILE)
+            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            (tmp / MANIFEST_FILE).chmod(0o444)
+            os.replace(tmp, root / snapshot_id)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # Only now are the folded shards safe to drop; a crash before this line makes
+        # the next cut fold them again, which the per-key dedup makes harmless.
+        for path in (*label_shards, *product_shards):
+            path.unlink(missing_ok=True)
+        return LabelStore(store_dir).open(snapshot_id)

@@ -1,0 +1,134 @@
+"""The label store's snapshots through its read API: one row per (pair, teacher
+version) however often a batch is written, latest product text, immutable snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from relevance.v1 import common_pb2, topics_pb2
+
+from contracts.label_snapshots import SnapshotNotFound
+from contracts.topics import pair_key
+from services.core import bus
+from services.label_store.store import LabelStore
+from services.label_store.writer import (
+    LabelsHandler,
+    ProductChangesHandler,
+    cut_snapshot,
+    pending,
+)
+from training.data import storage
+
+
+def label(
+    qid: str, pid: str, version: str, probs: list[float], at_s: int
+) -> topics_pb2.LabelRecord:
+    record = topics_pb2.LabelRecord(
+        pair_key=pair_key(qid, pid),
+        query_id=qid,
+        query=f"query {qid}",
+        product_id=pid,
+        grades=common_pb2.GradeDistribution(probs=probs),
+        expected_score=sum(g * p for g, p in enumerate(probs)),
+        teacher=common_pb2.ModelRef(name="teacher", version=version),
+    )
+    record.meta.produced_at.FromSeconds(at_s)
+    return record
+
+
+def product_change(at_s: int, **titles: str) -> topics_pb2.RelabelRequest:
+    request = topics_pb2.RelabelRequest(
+        product_changed=topics_pb2.ProductChanged(
+            products=[common_pb2.Product(product_id=pid, title=t) for pid, t in titles.items()]
+        )
+    )
+    request.meta.produced_at.FromSeconds(at_s)
+    return request
+
+
+def deliveries(*messages) -> list[bus.Delivery]:
+    return [bus.Delivery(None, m) for m in messages]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_redelivered_batches_keep_one_row_per_pair_and_teacher_version(tmp_path: Path) -> None:
+    write = LabelsHandler(tmp_path)
+    batch = deliveries(
+        label("q1", "p1", "v1", [0.7, 0.1, 0.1, 0.1], 100),
+        label("q1", "p2", "v1", [0.1, 0.1, 0.1, 0.7], 100),
+    )
+    assert write(batch) == []
+    assert write(batch[1:]) == []  # a crashed consumer's uncommitted tail, delivered again
+    assert write(deliveries(label("q1", "p1", "v2", [0.0, 0.0, 0.2, 0.8], 200))) == []
+    assert pending(tmp_path).labels == 4
+
+    snap = cut_snapshot(tmp_path)
+    assert snap is not None and snap.id == "000001"
+    rows = {(x.query_id, x.product_id, x.teacher_version) for x in snap.iter_labels()}
+    assert rows == {("q1", "p1", "v1"), ("q1", "p2", "v1"), ("q1", "p1", "v2")}
+    assert snap.counts == {"labels": 3, "teacher_labels": 2, "products": 0}
+    newest = {r["product_id"]: r for r in snap.teacher_labels().to_pylist()}
+    assert newest["p1"]["teacher_version"] == "v2"
+    assert newest["p1"]["grade_probs"] == pytest.approx([0.0, 0.0, 0.2, 0.8])
+    assert snap.teacher_versions() == {"v1": 2, "v2": 1}
+    assert snap.known_queries() == {"q1": "query q1"}
+    assert snap.stale_pairs("v2").column("product_id").to_pylist() == ["p2"]
+    assert pending(tmp_path).labels == 0  # folded shards are gone
+
+    # Redelivery across snapshots: the same row again adds nothing.
+    write(batch)
+    second = cut_snapshot(tmp_path)
+    assert second is not None and second.counts["labels"] == 3
+
+
+def test_invalid_labels_are_rejected_naming_the_field(tmp_path: Path) -> None:
+    bad = deliveries(label("q", "p", "v1", [0.5, 0.5], 1), label("q", "p", "", [0.25] * 4, 1))
+    reasons = [r.reason for r in LabelsHandler(tmp_path)(bad)]
+    assert reasons[0].startswith("grades.probs") and reasons[1].startswith("teacher.version")
+    assert pending(tmp_path).labels == 0
+
+
+def test_products_keep_their_latest_text_and_old_snapshots_do_not_change(tmp_path: Path) -> None:
+    products = ProductChangesHandler(tmp_path)
+    products(deliveries(product_change(100, p1="old title", p2="second")))
+    LabelsHandler(tmp_path)(deliveries(label("q", "p1", "v1", [0.25] * 4, 1)))
+    first = cut_snapshot(tmp_path)
+    assert first is not None
+    before = digest(first.path)
+
+    products(deliveries(product_change(300, p1="new title")))
+    products(deliveries(product_change(200, p1="late older edit")))  # older, arrives later
+    products(deliveries(topics_pb2.RelabelRequest(new_query=topics_pb2.NewQuery(query="x"))))
+    second = cut_snapshot(tmp_path)
+    assert second is not None and second.parent == first.id
+    assert second.product("p1")["title"] == "new title"
+    assert second.product("p2")["title"] == "second"
+    assert first.product("p1")["title"] == "old title"
+    assert digest(first.path) == before
+    assert cut_snapshot(tmp_path) is None  # nothing new, no new snapshot
+
+    store = LabelStore(tmp_path)
+    assert store.snapshot_ids() == ["000001", "000002"]
+    assert store.open().id == "000002" and store.open("1").id == "000001"
+    with pytest.raises(SnapshotNotFound, match="'7'"):
+        store.open("7")
+    # A snapshot is a dataset directory the trainers' storage reads.
+    assert storage.read_table(second.path, "products").num_rows == 2
+    assert storage.read_table(second.path, "teacher_labels").num_rows == 1
+
+
+def test_a_product_change_without_a_title_is_rejected(tmp_path: Path) -> None:
+    reasons = ProductChangesHandler(tmp_path)(deliveries(product_change(1, p1="")))
+    assert reasons[0].reason.startswith("product_changed.products[0]")
+
+
+def test_an_empty_store_has_no_snapshot_until_the_first_cut(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotNotFound, match="relkd labels snapshot"):
+        LabelStore(tmp_path).open()
+    snap = cut_snapshot(tmp_path)
+    assert snap is not None and snap.counts == {"labels": 0, "teacher_labels": 0, "products": 0}
