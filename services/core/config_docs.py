@@ -17,6 +17,7 @@ SETTINGS_CLASSES = (
     ("Platform core", "services.core.settings", "Settings"),
     ("Candidate generation", "services.candidate_generation.settings", "CandidateSettings"),
     ("Teacher labeling", "services.teacher_labeling.service", "TeacherLabelingSettings"),
+    ("Label store", "services.label_store.settings", "LabelStoreSettings"),
     ("Student inference", "services.student_inference.service", "StudentInferenceSettings"),
     (
         "Student inference: Triton backend",

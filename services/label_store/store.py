@@ -7,7 +7,7 @@ goes through this module::
 
     from services.label_store.store import LabelStore
 
-    store = LabelStore(settings.label_store_dir)      # RELKD_LABEL_STORE_DIR
+    store = LabelStore(LabelStoreSettings().dir)      # RELKD_LABEL_STORE_DIR
     snap = store.open()                               # newest snapshot; store.open("000003")
     for label in snap.iter_labels():                  # one per (pair, teacher version)
         label.query_id, label.product_id, label.teacher_version, label.expected_score
