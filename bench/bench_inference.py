@@ -54,10 +54,11 @@ from transformers import AutoConfig
 
 from ops.stack import health_status
 from services.core.broker import free_port
-from services.student_inference.backends import triton_env, two_tower_env, write_cpu_repository
+from services.student_inference.backends import triton_env, two_tower_env
 from services.student_inference.triton_runtime import TritonServer, setup_venv
 from training.data.simulator import make_catalog, render_products
 from training.export.exporter import export_student
+from training.export.triton_repo import write_cpu_repository
 from training.student.config import StudentTrainConfig
 from training.student.models.cross_encoder import CrossEncoderStudent
 from training.student.models.two_tower import TwoTowerStudent

@@ -320,10 +320,11 @@ def best_cross_encoder(run: DemoRun) -> str:
 
 def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any]:
     from ops.demo.frontend import GrpcStudentScorer
-    from services.student_inference.backends import triton_env, write_cpu_repository
+    from services.student_inference.backends import triton_env
     from services.student_inference.triton_runtime import TritonServer
     from training.eval.evaluate import evaluate_scorer
     from training.export.exporter import export_student
+    from training.export.triton_repo import write_cpu_repository
 
     best = best_cross_encoder(run)
     export_dir = run.path("export") / best

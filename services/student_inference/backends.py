@@ -329,34 +329,8 @@ class TwoTowerBackend:
         # ONNX Runtime releases the GIL; a worker thread keeps the event loop serving.
         return await asyncio.to_thread(self._score, query, products)
 
-
-def write_cpu_repository(
-    export_dir: Path,
-    repository: Path,
-    *,
-    model_name: str | None = None,
-    cpu_threads: int = 1,
-    int8: bool = False,
-) -> str:
-    """Add a cross-encoder export to ``repository`` (CPU variant); returns the model name.
-
-    ``cpu_threads`` is the model's ONNX Runtime intra-op thread count; ``int8`` serves
-    the export's dynamically quantized graph.
-    """
-    # Imported here: the repository writer needs transformers, the service does not.
-    from training.export.triton_repo import write_triton_repository
-
-    spec = read_spec(export_dir)
-    name = model_name or spec.name
-    write_triton_repository(
-        export_dir,
-        repository,
-        variant="cpu",
-        model_name=name,
-        cpu_threads=cpu_threads,
-        precision="int8" if int8 else "fp32",
-    )
-    return name
+    async def close(self) -> None:
+        """Nothing to release: the ONNX Runtime session holds no connection."""
 
 
 def triton_env(server: TritonServer, model_name: str) -> dict[str, str]:

@@ -60,6 +60,9 @@ class ScoringBackend(Protocol):
 
     def model(self) -> common_pb2.ModelRef: ...
 
+    async def close(self) -> None:
+        """Releases connections; called once, after the server has stopped."""
+
 
 class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServicer):
     def __init__(self, backend: ScoringBackend | None, max_products: int) -> None:
@@ -121,18 +124,23 @@ def load_backend(own: StudentInferenceSettings) -> ScoringBackend | None:
 
 async def serve(settings: Settings) -> None:
     own = StudentInferenceSettings()
-    servicer = StudentInferenceServicer(load_backend(own), own.max_products)
-    server = GrpcServer(
-        [
-            ServiceBinding(
-                SERVICE_NAME,
-                servicer,
-                student_inference_pb2_grpc.add_StudentInferenceServicer_to_server,
-            )
-        ],
-        settings.grpc_host,
-        settings.student_inference_port,
-        settings.grpc_grace_s,
-    )
-    metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
-    await server.serve_until_signal()
+    backend = load_backend(own)
+    try:
+        server = GrpcServer(
+            [
+                ServiceBinding(
+                    SERVICE_NAME,
+                    StudentInferenceServicer(backend, own.max_products),
+                    student_inference_pb2_grpc.add_StudentInferenceServicer_to_server,
+                )
+            ],
+            settings.grpc_host,
+            settings.student_inference_port,
+            settings.grpc_grace_s,
+        )
+        metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
+        await server.serve_until_signal()
+    finally:
+        # After the server has stopped: in-flight Score calls still use the backend.
+        if backend is not None:
+            await backend.close()

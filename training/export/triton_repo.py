@@ -181,6 +181,32 @@ def write_triton_repository(
     return number
 
 
+def write_cpu_repository(
+    export_dir: Path,
+    repository: Path,
+    *,
+    model_name: str | None = None,
+    cpu_threads: int = 1,
+    int8: bool = False,
+) -> str:
+    """Add a cross-encoder export to ``repository`` (CPU variant); returns the model name.
+
+    ``cpu_threads`` is the model's ONNX Runtime intra-op thread count; ``int8`` serves
+    the export's dynamically quantized graph.
+    """
+    spec = read_spec(export_dir)
+    name = model_name or spec.name
+    write_triton_repository(
+        export_dir,
+        repository,
+        variant="cpu",
+        model_name=name,
+        cpu_threads=cpu_threads,
+        precision="int8" if int8 else "fp32",
+    )
+    return name
+
+
 def _write_gpu_models(
     repository: Path,
     name: str,

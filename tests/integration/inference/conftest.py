@@ -12,7 +12,6 @@ import pytest
 from relevance.v1 import student_inference_pb2_grpc
 
 from services.core.grpc_server import GrpcServer, ServiceBinding
-from services.student_inference.backends import TritonBackend
 from services.student_inference.service import (
     SERVICE_NAME,
     ScoringBackend,
@@ -72,6 +71,6 @@ def start_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[StartService]:
     yield start
     for loop, server, backend in started:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
-        if isinstance(backend, TritonBackend):
+        if backend is not None:
             asyncio.run_coroutine_threadsafe(backend.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -26,11 +26,11 @@ from services.student_inference.backends import (
     TritonBackendSettings,
     triton_env,
     two_tower_env,
-    write_cpu_repository,
 )
 from services.student_inference.service import StudentInferenceSettings, load_backend
 from services.student_inference.triton_runtime import TritonServer
 from training.export.exporter import export_student
+from training.export.triton_repo import write_cpu_repository
 from training.student.checkpoint import load_student
 
 pytestmark = pytest.mark.integration
