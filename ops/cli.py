@@ -13,6 +13,7 @@ import typer
 from ops import stack
 from ops.demo.command import demo_command
 from ops.jobs import cli as jobs_cli
+from ops.jobs import validate_cli
 from ops.rollout import cli as rollout_cli
 from services import serve
 from services.candidate_generation import cli as candidates_cli
@@ -41,4 +42,5 @@ app.add_typer(candidates_cli.app, name="candidates")
 student_cli.app.add_typer(export_cli.app)
 app.add_typer(student_cli.app, name="student")
 app.add_typer(jobs_cli.app, name="jobs")
+app.add_typer(validate_cli.app, name="k8s")
 app.add_typer(rollout_cli.app, name="rollout")

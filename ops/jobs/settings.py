@@ -8,6 +8,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The offline checks of `relkd k8s validate`, in the order they run.
+CHECKS = ("yamllint", "kustomize", "schema", "skaffold", "checkov")
 
 
 class K8sSettings(BaseSettings):

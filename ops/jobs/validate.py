@@ -1,6 +1,6 @@
 """Offline checks of the deployment: no cluster, no Docker, no network.
 
-`relkd k8s validate` (or ``python -m ops.jobs.validate``) runs, in order:
+`relkd k8s validate` (:mod:`ops.jobs.validate_cli`) runs, in order:
 
 1. yamllint over ``k8s/`` and ``skaffold.yaml`` (config ``k8s/.yamllint.yaml``);
 2. ``kubectl kustomize`` of every kustomization under ``k8s/`` (components excluded);
@@ -31,21 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import typer
 import yaml
 from jsonschema.exceptions import ValidationError, best_match
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
-from rich.console import Console
 from rich.progress import Progress
 from yamllint import config as yamllint_config
 from yamllint import linter
 
 from ops.jobs.crd_schema import field_path, forbid_unknown_fields
-from ops.jobs.settings import REPO_ROOT, K8sSettings
-
-CHECKS = ("yamllint", "kustomize", "schema", "skaffold", "checkov")
-CHECKS_HELP = f"Checks to run (repeatable): {', '.join(CHECKS)}."
+from ops.jobs.settings import CHECKS, REPO_ROOT, K8sSettings
 
 
 @dataclass(frozen=True)
@@ -332,33 +327,3 @@ def validate_repository(
     if "checkov" in checks and renderings:
         problems += run_checkov(renderings, settings.checkov, k8s_dir / ".checkov.yaml")
     return problems
-
-
-app = typer.Typer(help="Offline checks of the Kubernetes deployment.", no_args_is_help=True)
-
-
-@app.command("validate")
-def validate_command(
-    check: list[str] = typer.Option(CHECKS, "--check", help=CHECKS_HELP),
-) -> None:
-    """Lint, render and validate k8s/ and skaffold.yaml offline; exit 1 on any problem."""
-    console = Console(stderr=True)
-    settings = K8sSettings()
-    if not (settings.schemas_dir / "crds").is_dir():
-        console.print(f"[red]schemas not found in {settings.schemas_dir}: set RELKD_SCHEMAS_DIR")
-        raise typer.Exit(2)
-    try:
-        with Progress(console=console, transient=True) as progress:
-            problems = validate_repository(settings=settings, checks=check, progress=progress)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--check") from error
-    for problem in problems:
-        console.print(str(problem), markup=False, highlight=False)
-    if problems:
-        console.print(f"[red]{len(problems)} problem(s)")
-        raise typer.Exit(1)
-    console.print(f"[green]all checks passed: {', '.join(check)}")
-
-
-if __name__ == "__main__":
-    app()

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from ops.cli import app as relkd
 from ops.jobs.settings import REPO_ROOT, K8sSettings
 from ops.jobs.validate import (
     ManifestValidator,
@@ -103,3 +105,13 @@ def test_broken_repository_fails_every_layer(k8s_settings: K8sSettings, tmp_path
     found = {(p.check, p.message.split(":")[0]) for p in problems}
     assert ("schema", "spec.minReplicas") in found
     assert ("skaffold", "build.artifacts.0.docker.dockerfile") in found
+
+
+def test_relkd_k8s_validate_is_mounted(k8s_settings: K8sSettings) -> None:
+    runner = CliRunner()
+    passed = runner.invoke(relkd, ["k8s", "validate", "--check", "yamllint", "--check", "skaffold"])
+    assert passed.exit_code == 0, passed.output
+    assert "all checks passed: yamllint, skaffold" in passed.output
+    unknown = runner.invoke(relkd, ["k8s", "validate", "--check", "spelling"])
+    assert unknown.exit_code == 2
+    assert "unknown checks ['spelling']" in unknown.output
