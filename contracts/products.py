@@ -1,11 +1,59 @@
-"""Products on the wire (relevance.v1.Product) and as rows of the products table."""
+"""Products on the wire (relevance.v1.Product) and as rows of the products table, and
+the one check every service applies to a product it is given."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from relevance.v1 import common_pb2
+
+
+class _ProductMessage(Protocol):
+    # relevance.v1.Product and relevance.v1.ScoreProduct both carry these.
+    product_id: str
+    title: str
+
+
+ProductLike = Mapping[str, Any] | _ProductMessage
+
+
+class InvalidProduct(ValueError):
+    """A product that breaks the contract; ``field`` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _value(product: ProductLike, name: str) -> Any:
+    return product.get(name) if isinstance(product, Mapping) else getattr(product, name)
+
+
+def validate_product(product: ProductLike, field: str = "product") -> None:
+    """Raises :class:`InvalidProduct` unless ``product`` (a products-table row or a wire
+    message) has a product id and a title: every model reads the title, and every
+    result is keyed by the id."""
+    for name in ("product_id", "title"):
+        value = _value(product, name)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidProduct(f"{field}.{name}", "must not be empty")
+
+
+def validate_products(
+    products: Sequence[ProductLike], field: str = "products", *, unique_ids: bool = False
+) -> None:
+    """:func:`validate_product` for each of ``products`` (named ``field[i]``);
+    ``unique_ids`` also rejects a product id seen earlier in the sequence."""
+    seen: set[str] = set()
+    for i, product in enumerate(products):
+        validate_product(product, f"{field}[{i}]")
+        if unique_ids:
+            product_id = _value(product, "product_id")
+            if product_id in seen:
+                raise InvalidProduct(f"{field}[{i}].product_id", f"duplicate {product_id!r}")
+            seen.add(product_id)
 
 
 def product_message(product: Mapping[str, Any]) -> common_pb2.Product:

@@ -3,7 +3,6 @@ shared by the export, Triton and student-inference tests."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from transformers import (
 )
 
 from contracts import schema
+from contracts.artifacts import student_spec, write_student_spec
 
 if TYPE_CHECKING:
     from services.student_inference.triton_runtime import TritonInstall
@@ -72,7 +72,7 @@ def make_cross_encoder(
             "text_fields": ["title"],
             "num_grades": 4,
         }
-        (path / "student.json").write_text(json.dumps(spec))
+        write_student_spec(student_spec(spec), path)
         return path
 
     return make
@@ -102,7 +102,7 @@ def two_tower_checkpoint(
         "bias": 0.5,
         "pooling": "mean",
     }
-    (path / "student.json").write_text(json.dumps(spec))
+    write_student_spec(student_spec(spec), path)
     return path
 
 

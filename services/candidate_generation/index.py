@@ -35,6 +35,7 @@ import Stemmer
 from rich.progress import Progress
 
 from contracts import schema
+from contracts.products import validate_products
 from contracts.text import product_text
 
 Mode = Literal["fused", "bm25", "dense"]
@@ -96,20 +97,6 @@ class MiniLMEncoder:
 def index_text(product: Mapping[str, Any]) -> str:
     """The text both retrievers see: the fields a shopper's words match (no long description)."""
     return product_text(product, INDEX_FIELDS)
-
-
-def validate_products(products: Sequence[Mapping[str, Any]]) -> None:
-    """Raises ValueError naming the first product field that is missing or duplicated."""
-    seen: set[str] = set()
-    for i, product in enumerate(products):
-        product_id = product.get("product_id")
-        if not product_id:
-            raise ValueError(f"products[{i}].product_id: must be a non-empty string")
-        if not product.get("title"):
-            raise ValueError(f"products[{i}].title: must be non-empty (product {product_id!r})")
-        if product_id in seen:
-            raise ValueError(f"products[{i}].product_id: duplicate {product_id!r}")
-        seen.add(product_id)
 
 
 @dataclass(frozen=True)
@@ -191,7 +178,7 @@ class CatalogIndex:
         """Indexes a catalog (a schema.PRODUCTS table or rows in its format)."""
         table = _as_products_table(products)
         rows = table.to_pylist()
-        validate_products(rows)
+        validate_products(rows, unique_ids=True)
         if not rows:
             raise ValueError("products: the catalog is empty")
         texts = [index_text(p) for p in rows]
@@ -261,7 +248,7 @@ class CatalogIndex:
         """Adds new products and replaces changed ones; returns the new index version."""
         table = _as_products_table(products)
         rows = table.to_pylist()
-        validate_products(rows)
+        validate_products(rows, unique_ids=True)
         if not rows:
             return self.version
         texts = [index_text(p) for p in rows]

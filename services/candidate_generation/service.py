@@ -32,7 +32,7 @@ from relevance.v1 import (
     topics_pb2,
 )
 
-from contracts.products import product_message, product_row
+from contracts.products import InvalidProduct, product_message, product_row, validate_products
 from contracts.schema import Split
 from contracts.topics import CANDIDATES, RELABEL_REQUESTS
 from services.candidate_generation.batch import candidate_batch
@@ -250,11 +250,10 @@ class RelabelHandler:
 def _products_problem(products: Sequence[common_pb2.Product]) -> str:
     if not products:
         return "product_changed.products: must not be empty"
-    for i, product in enumerate(products):
-        if not product.product_id:
-            return f"product_changed.products[{i}].product_id: must not be empty"
-        if not product.title.strip():
-            return f"product_changed.products[{i}].title: must not be empty"
+    try:
+        validate_products(products, "product_changed.products")
+    except InvalidProduct as error:
+        return str(error)
     return ""
 
 

@@ -11,6 +11,9 @@
 Neither imports torch: tokenisation (for the truncation count and the query tower) uses
 the exported ``tokenizer.json`` with the ``tokenizers`` library.
 
+Every result names the student's training identity (``student.json``'s name and
+version, of the version that answered) and, separately, the serving revision.
+
 Settings (environment variables, prefix ``RELKD_``) are documented on
 :class:`TritonBackendSettings` and :class:`TwoTowerSettings` and in
 ``docs/student-inference.md``.
@@ -19,6 +22,7 @@ Settings (environment variables, prefix ``RELKD_``) are documented on
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -30,30 +34,31 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from relevance.v1 import common_pb2, student_inference_pb2
+from relevance.v1 import student_inference_pb2
 from tokenizers import Tokenizer
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from contracts.artifacts import CrossEncoderSpec, TwoTowerSpec, read_spec
+from contracts.artifacts import (
+    EXPORT_TOKENIZER,
+    PRODUCT_EMBEDDINGS,
+    PRODUCT_IDS,
+    QUERY_TOWER_INT8,
+    QUERY_TOWER_ONNX,
+    SCORING_JSON,
+    TOKENIZER_JSON,
+    CrossEncoderSpec,
+    TwoTowerSpec,
+    read_student_spec,
+)
+from contracts.identity import ModelRef
 from contracts.text import product_text
 from services.core.grpc_server import DeadlineExceeded, InvalidArgument, Unavailable
 from services.student_inference.service import ScoreResult
 from services.student_inference.triton_runtime import TritonServer
 
 log = logging.getLogger(__name__)
-
-# File names inside an export directory and a Triton version directory
-# (training/export/exporter.py and triton_repo.py write them; importing those modules
-# would pull torch into the service).
-TOKENIZER_JSON = "tokenizer.json"
-EXPORT_TOKENIZER = Path("tokenizer") / TOKENIZER_JSON
-QUERY_TOWER_ONNX = "query_tower.onnx"
-QUERY_TOWER_INT8 = "query_tower.int8.onnx"
-PRODUCT_EMBEDDINGS = "product_embeddings.npy"
-PRODUCT_IDS = "product_ids.json"
-SCORING_JSON = "scoring.json"
 
 # The text fields a ScoreProduct carries; a student trained on others cannot be served.
 REQUEST_TEXT_FIELDS = ("title", "product_type", "brand")
@@ -118,20 +123,22 @@ def _check_text_fields(spec: CrossEncoderSpec | TwoTowerSpec, where: Path) -> No
 class TextPolicy:
     """How one student version reads products: its text fields and token limit."""
 
+    # The training identity of the student version this policy belongs to.
+    model: ModelRef
     text_fields: tuple[str, ...]
     max_length: int
     tokenizer: Tokenizer
 
     @classmethod
     def load(cls, spec_dir: Path, tokenizer_json: Path) -> TextPolicy:
-        spec = read_spec(spec_dir)
+        spec = read_student_spec(spec_dir)
         _check_text_fields(spec, spec_dir)
         tokenizer = Tokenizer.from_file(str(tokenizer_json))
         # Counting needs the full length: the saved tokenizer may carry the trainer's
         # truncation and padding.
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        return cls(tuple(spec.text_fields), spec.max_length, tokenizer)
+        return cls(spec.model_ref, tuple(spec.text_fields), spec.max_length, tokenizer)
 
     def texts(self, products: Sequence[student_inference_pb2.ScoreProduct]) -> list[str]:
         return [product_text(row, self.text_fields) for row in _request_rows(products)]
@@ -155,10 +162,11 @@ def _latest_version(model_dir: Path) -> str:
 class TritonBackend:
     """A cross-encoder behind Triton; one asyncio gRPC client per event loop, reused.
 
-    Text fields and the truncation limit come from the served version's
-    ``student.json``/``tokenizer.json`` in the model repository. They are reloaded when
-    a response reports a new version, so a request that straddles a version switch is
-    rendered with the previous version's fields (versions of one model share them).
+    Text fields, the truncation limit and the training identity come from the served
+    version's ``student.json``/``tokenizer.json`` in the model repository. They are
+    reloaded when a response reports a new version, so a request that straddles a
+    version switch is rendered with the previous version's fields (versions of one model
+    share them) and reported with the identity of the version that answered.
     """
 
     def __init__(self, settings: TritonBackendSettings | None = None) -> None:
@@ -189,16 +197,13 @@ class TritonBackend:
             await self._client.close()
             self._client = None
 
-    def model(self) -> common_pb2.ModelRef:
-        return common_pb2.ModelRef(name=self.settings.student_model, version=self._version)
-
     async def score(
         self,
         query: str,
         products: Sequence[student_inference_pb2.ScoreProduct],
         timeout_s: float | None,
     ) -> ScoreResult:
-        policy = self._policy
+        policy, policy_version = self._policy, self._version
         texts = policy.texts(products)
         query_input = InferInput("query", [1], "BYTES")
         query_input.set_data_from_numpy(np.array([query.encode()], dtype=np.object_))
@@ -220,15 +225,25 @@ class TritonBackend:
             counting.cancel()
             raise self._translate(exc, caller_binds) from exc
         truncated = await counting
-        version = result.get_response().model_version
-        if version and version != self._version:
-            log.info("serving new model version", extra={"from": self._version, "to": version})
-            self._policy = await asyncio.to_thread(self._load_policy, version)
-            self._version = version
+        version = result.get_response().model_version or policy_version
+        answered = policy
+        if version != policy_version:
+            # The identity is that of the version that answered.
+            answered = await asyncio.to_thread(self._load_policy, version)
+            if version != self._version:
+                log.info("serving new model version", extra={"from": self._version, "to": version})
+                self._policy, self._version = answered, version
         scores = result.as_numpy("score")
         if scores is None or scores.shape != (len(texts),):
             raise Unavailable(f"Triton answered a malformed score tensor for {len(texts)} products")
-        return ScoreResult(scores=scores.astype(float).tolist(), truncated=truncated)
+        return ScoreResult(
+            scores=scores.astype(float).tolist(),
+            truncated=truncated,
+            model=answered.model,
+            serving=student_inference_pb2.ServingRevision(
+                backend="triton", model=self.settings.student_model, version=version
+            ),
+        )
 
     def _translate(self, exc: InferenceServerException, caller_binds: bool) -> Exception:
         status = exc.status()
@@ -257,7 +272,7 @@ class TwoTowerBackend:
     def __init__(self, settings: TwoTowerSettings | None = None) -> None:
         self.settings = settings or TwoTowerSettings()
         export_dir = self.settings.student_export_dir
-        spec = read_spec(export_dir)
+        spec = read_student_spec(export_dir)
         if not isinstance(spec, TwoTowerSpec):
             raise ValueError(
                 f"{export_dir}: kind={spec.kind!r}; TwoTowerBackend needs a two-tower export"
@@ -277,6 +292,13 @@ class TwoTowerBackend:
                 f"has {len(self.embeddings)} rows"
             )
         self.rows = {product_id: row for row, product_id in enumerate(ids)}
+        # The same training run can be exported against different catalogs; the
+        # embeddings and their ids are what distinguishes those deployments.
+        catalog = hashlib.sha256(json.dumps(ids).encode())
+        catalog.update(self.embeddings.tobytes())
+        self.serving = student_inference_pb2.ServingRevision(
+            backend="two-tower", model=str(export_dir), version=catalog.hexdigest()[:12]
+        )
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.settings.query_tower_threads
         options.inter_op_num_threads = 1
@@ -285,9 +307,6 @@ class TwoTowerBackend:
             str(export_dir / graph), options, providers=["CPUExecutionProvider"]
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def model(self) -> common_pb2.ModelRef:
-        return common_pb2.ModelRef(name=self.spec.name, version=self.spec.version)
 
     def embed_query(self, query: str) -> np.ndarray:
         """The L2-normalised query embedding [hidden]."""
@@ -318,7 +337,12 @@ class TwoTowerBackend:
         # The embeddings were computed at export from the catalog's text; the request's
         # text is counted as the product tower read it (text alone, not paired).
         truncated = self.policy.count_truncated(None, self.policy.texts(products))
-        return ScoreResult(scores=(self.scale * cosine + self.bias).tolist(), truncated=truncated)
+        return ScoreResult(
+            scores=(self.scale * cosine + self.bias).tolist(),
+            truncated=truncated,
+            model=self.spec.model_ref,
+            serving=self.serving,
+        )
 
     async def score(
         self,

@@ -15,13 +15,16 @@ from typing import Protocol
 import grpc
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from relevance.v1 import common_pb2, student_inference_pb2, student_inference_pb2_grpc
+from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
 
+from contracts.identity import ModelRef
+from contracts.products import InvalidProduct, validate_products
 from services.core import metrics
 from services.core.grpc_server import (
     DeadlineExceeded,
     FailedPrecondition,
     GrpcServer,
+    InvalidArgument,
     ServiceBinding,
     check_deadline,
     require,
@@ -48,6 +51,10 @@ class ScoreResult:
     scores: list[float]
     # Products whose text the tokenizer cut at the student's maximum length.
     truncated: int
+    # The training identity of the student that produced these scores.
+    model: ModelRef
+    # The deployment of it that answered.
+    serving: student_inference_pb2.ServingRevision
 
 
 class ScoringBackend(Protocol):
@@ -57,8 +64,6 @@ class ScoringBackend(Protocol):
         products: Sequence[student_inference_pb2.ScoreProduct],
         timeout_s: float | None,
     ) -> ScoreResult: ...
-
-    def model(self) -> common_pb2.ModelRef: ...
 
     async def close(self) -> None:
         """Releases connections; called once, after the server has stopped."""
@@ -79,9 +84,10 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
             "products",
             f"at most {self.max_products} products per request, got {len(request.products)}",
         )
-        for i, product in enumerate(request.products):
-            require(bool(product.product_id), f"products[{i}].product_id", "must not be empty")
-            require(bool(product.title.strip()), f"products[{i}].title", "must not be empty")
+        try:
+            validate_products(request.products)
+        except InvalidProduct as error:
+            raise InvalidArgument(error.field, error.problem) from None
         if self.backend is None:
             raise FailedPrecondition("no student model loaded (set RELKD_STUDENT_BACKEND)")
         check_deadline(context)
@@ -99,9 +105,10 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
                 student_inference_pb2.ProductScore(product_id=p.product_id, score=s)
                 for p, s in zip(request.products, result.scores, strict=True)
             ],
-            model=self.backend.model(),
+            model=result.model.to_proto(),
             request_id=request.request_id or uuid.uuid4().hex,
             truncated=result.truncated,
+            serving=result.serving,
         )
 
 

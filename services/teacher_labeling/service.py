@@ -26,10 +26,17 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
 
-from contracts.products import product_row
+from contracts.identity import ModelRef
+from contracts.products import InvalidProduct, product_row, validate_product, validate_products
 from contracts.topics import CANDIDATES, LABELS, pair_key
 from services.core import bus, metrics
-from services.core.grpc_server import FailedPrecondition, GrpcServer, ServiceBinding, require
+from services.core.grpc_server import (
+    FailedPrecondition,
+    GrpcServer,
+    InvalidArgument,
+    ServiceBinding,
+    require,
+)
 from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,11 +87,6 @@ def _rationale(label: Any) -> common_pb2.Rationale | None:
     )
 
 
-def validate_product(product: common_pb2.Product, field: str) -> None:
-    require(bool(product.product_id.strip()), f"{field}.product_id", "must not be empty")
-    require(bool(product.title.strip()), f"{field}.title", "must not be empty")
-
-
 class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer):
     def __init__(self, labeler: Labeler | None, max_pairs: int) -> None:
         self.labeler = labeler
@@ -107,7 +109,10 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
         )
         for i, pair in enumerate(request.pairs):
             require(bool(pair.query.strip()), f"pairs[{i}].query", "must not be empty")
-            validate_product(pair.product, f"pairs[{i}].product")
+            try:
+                validate_product(pair.product, f"pairs[{i}].product")
+            except InvalidProduct as error:
+                raise InvalidArgument(error.field, error.problem) from None
         inputs = [(p.query, product_row(p.product)) for p in request.pairs]
         labels = await asyncio.to_thread(labeler.label, inputs, request.explain)
         PAIRS_LABELED.labels("rpc").inc(len(inputs))
@@ -122,7 +127,7 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
                 )
                 for pair, label in zip(request.pairs, labels, strict=True)
             ],
-            teacher=common_pb2.ModelRef(name=labeler.name, version=labeler.version),
+            teacher=ModelRef(name=labeler.name, version=labeler.version).to_proto(),
         )
 
 
@@ -132,7 +137,7 @@ class CandidateLabelingHandler:
     def __init__(self, labeler: Labeler, publisher: bus.Publisher) -> None:
         self.labeler = labeler
         self.publisher = publisher
-        self.teacher = common_pb2.ModelRef(name=labeler.name, version=labeler.version)
+        self.teacher = ModelRef(name=labeler.name, version=labeler.version).to_proto()
 
     def __call__(
         self, deliveries: Sequence[bus.Delivery[topics_pb2.CandidateBatch]]
@@ -159,9 +164,10 @@ class CandidateLabelingHandler:
             return "query_id: must not be empty"
         if not batch.query.strip():
             return "query: must not be empty"
-        for i, product in enumerate(batch.products):
-            if not product.product_id or not product.title.strip():
-                return f"products[{i}]: product_id and title are required"
+        try:
+            validate_products(batch.products)
+        except InvalidProduct as error:
+            return str(error)
         return ""
 
     def _publish(

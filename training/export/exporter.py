@@ -1,13 +1,7 @@
 """`relkd student export`: a student checkpoint -> checked ONNX artefacts.
 
-Output directory (``EXPORT_JSON`` records what was written and the accuracy checks):
-
-* cross-encoder: ``model.onnx`` (+ ``model.int8.onnx``), ``tokenizer/``;
-* two-tower: ``query_tower.onnx`` (+ ``query_tower.int8.onnx``), ``tokenizer/`` (the
-  query tower's), ``product_embeddings.npy`` [products, hidden] float32,
-  ``product_ids.json`` (row order of the embeddings), ``scoring.json`` (scale, bias:
-  score = scale * cos(q, p) + bias);
-* both: ``student.json`` (the checkpoint's spec), ``export.json``.
+The output directory's files are the export contract in ``contracts.artifacts``;
+``export.json`` records what was written and the accuracy checks.
 """
 
 from __future__ import annotations
@@ -28,25 +22,26 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from contracts.artifacts import (
     CROSS_ENCODER_DIR,
+    CROSS_ENCODER_INT8,
+    CROSS_ENCODER_ONNX,
+    EXPORT_JSON,
+    PRODUCT_EMBEDDINGS,
+    PRODUCT_IDS,
     PRODUCT_TOWER_DIR,
     QUERY_TOWER_DIR,
+    QUERY_TOWER_INT8,
+    QUERY_TOWER_ONNX,
+    SCORING_JSON,
+    STUDENT_JSON,
+    TOKENIZER_DIR,
+    TOKENIZER_JSON,
     CrossEncoderSpec,
     TwoTowerSpec,
-    read_spec,
-    write_spec,
+    read_student_spec,
+    write_student_spec,
 )
 from training.export import onnx_export
 from training.student.examples import product_text
-
-EXPORT_JSON = "export.json"
-TOKENIZER_DIR = "tokenizer"
-CROSS_ENCODER_ONNX = "model.onnx"
-CROSS_ENCODER_INT8 = "model.int8.onnx"
-QUERY_TOWER_ONNX = "query_tower.onnx"
-QUERY_TOWER_INT8 = "query_tower.int8.onnx"
-PRODUCT_EMBEDDINGS = "product_embeddings.npy"
-PRODUCT_IDS = "product_ids.json"
-SCORING_JSON = "scoring.json"
 
 
 @dataclass
@@ -95,7 +90,7 @@ def export_student(
     for a two-tower student: its product embeddings are precomputed here.
     """
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
-    spec = read_spec(checkpoint)
+    spec = read_student_spec(checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
     result = ExportResult(output_dir=output_dir, spec=spec)
     with _quiet_tracing():
@@ -107,8 +102,8 @@ def export_student(
             _export_two_tower(
                 checkpoint, spec, result, int8, fp32_tolerance, int8_tolerance, products, batch_size
             )
-    write_spec(spec, output_dir)
-    result.files["spec"] = "student.json"
+    write_student_spec(spec, output_dir)
+    result.files["spec"] = STUDENT_JSON
     result.write()
     return result
 
@@ -191,7 +186,7 @@ def _save_tokenizer(model_dir: Path, result: ExportResult) -> PreTrainedTokenize
     if target.exists():
         shutil.rmtree(target)
     tokenizer.save_pretrained(target)
-    if not (target / "tokenizer.json").is_file():
+    if not (target / TOKENIZER_JSON).is_file():
         raise ValueError(
             f"{model_dir}: the tokenizer has no fast (tokenizer.json) form, which the "
             "Triton models need"

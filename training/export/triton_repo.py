@@ -35,16 +35,23 @@ from transformers import AutoTokenizer
 from tritonclient.grpc import model_config_pb2 as mc
 
 from contracts import schema
-from contracts.artifacts import CrossEncoderSpec, Precision, Variant, read_spec
-from training.export.exporter import (
+from contracts.artifacts import (
     CROSS_ENCODER_INT8,
     CROSS_ENCODER_ONNX,
+    EXPORT_TOKENIZER,
+    SERVING_JSON,
+    STUDENT_JSON,
     TOKENIZER_DIR,
+    TOKENIZER_JSON,
+    TRITON_ONNX,
+    CrossEncoderSpec,
+    Precision,
+    Variant,
+    read_student_spec,
 )
 from training.export.onnx_export import input_names
 
 CONFIG_PBTXT = "config.pbtxt"
-SERVING_JSON = "serving.json"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -121,8 +128,8 @@ def _version_dir(
     (target / "model.py").write_text(
         resources.files("training.export.triton_models").joinpath(source).read_text()
     )
-    shutil.copy2(export_dir / TOKENIZER_DIR / "tokenizer.json", target / "tokenizer.json")
-    shutil.copy2(export_dir / "student.json", target / "student.json")
+    shutil.copy2(export_dir / EXPORT_TOKENIZER, target / TOKENIZER_JSON)
+    shutil.copy2(export_dir / STUDENT_JSON, target / STUDENT_JSON)
     (target / SERVING_JSON).write_text(json.dumps(serving, indent=2) + "\n")
     return target
 
@@ -145,7 +152,7 @@ def write_triton_repository(
     to one past the highest version present. Returns the version written.
     """
     export_dir, repository = Path(export_dir), Path(repository)
-    spec = read_spec(export_dir)
+    spec = read_student_spec(export_dir)
     if not isinstance(spec, CrossEncoderSpec):
         raise ValueError(
             f"{export_dir}: kind={spec.kind!r}; Triton repositories are written for "
@@ -163,13 +170,13 @@ def write_triton_repository(
         "pad_id": tokenizer.pad_token_id,
         "pad_token": tokenizer.pad_token,
         "input_names": list(input_names(tokenizer)),
-        "onnx": "model.onnx",
+        "onnx": TRITON_ONNX,
     }
     if variant == "cpu":
         model_dir = repository / name
         number = _resolve_version(spec.version, model_dir, version)
         target = _version_dir(model_dir, number, export_dir, serving, "cross_encoder.py")
-        shutil.copy2(export_dir / onnx_file, target / "model.onnx")
+        shutil.copy2(export_dir / onnx_file, target / TRITON_ONNX)
         _write_config(model_dir, _python_model(name, cpu_threads))
         return number
     if variant != "gpu":
@@ -194,7 +201,7 @@ def write_cpu_repository(
     ``cpu_threads`` is the model's ONNX Runtime intra-op thread count; ``int8`` serves
     the export's dynamically quantized graph.
     """
-    spec = read_spec(export_dir)
+    spec = read_student_spec(export_dir)
     name = model_name or spec.name
     write_triton_repository(
         export_dir,
@@ -237,7 +244,7 @@ def _write_gpu_models(
     if onnx_version.exists():
         shutil.rmtree(onnx_version)
     onnx_version.mkdir(parents=True)
-    shutil.copy2(export_dir / CROSS_ENCODER_ONNX, onnx_version / "model.onnx")
+    shutil.copy2(export_dir / CROSS_ENCODER_ONNX, onnx_version / TRITON_ONNX)
     # The graph's outputs are [batch] and [batch, 4]; Triton's batched dims exclude the
     # batch axis, so the rank-1 score is declared [1] and reshaped to a scalar.
     _write_config(
@@ -261,7 +268,12 @@ def _write_gpu_models(
         ),
     )
 
-    (repository / name / str(version)).mkdir(parents=True, exist_ok=True)
+    # The ensemble's version directory carries the student's spec and tokenizer too:
+    # student-inference reads them from <name>/<version> whichever variant it serves.
+    ensemble_version = repository / name / str(version)
+    ensemble_version.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(export_dir / EXPORT_TOKENIZER, ensemble_version / TOKENIZER_JSON)
+    shutil.copy2(export_dir / STUDENT_JSON, ensemble_version / STUDENT_JSON)
     step = mc.ModelEnsembling.Step
     # Steps follow the composing models' latest loaded version (-1).
     _write_config(

@@ -10,5 +10,5 @@ Layout (sentence-transformers style, one concern per module):
 * ``losses``      - Margin-MSE, pointwise MSE, grade KL and chain-of-thought heads, one
   module each, combined by configured weights;
 * ``train``       - the training loop (`relkd student train`, the Kubernetes Job);
-* ``checkpoint``  - the on-disk contract the exporter reads, and ``load_student``.
+* ``checkpoint``  - loads a checkpoint (``contracts.artifacts``), and ``load_student``.
 """

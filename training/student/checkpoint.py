@@ -1,21 +1,11 @@
-"""The student checkpoint contract and a Scorer over a checkpoint directory.
+"""Load a student checkpoint, and a Scorer over it.
 
-A checkpoint is a directory with ``student.json`` and Hugging Face
-``save_pretrained`` folders (the exporter reads exactly this):
-
-* cross-encoder: ``student.json`` = {"kind": "cross-encoder", "name", "version",
-  "max_length", "text_fields", "num_grades": 4}; ``model/`` =
-  ``AutoModelForSequenceClassification(num_labels=4)`` + tokenizer;
-* two-tower: ``student.json`` = {"kind": "two-tower", "name", "version", "max_length",
-  "text_fields", "scale", "bias", "pooling": "mean", "shared_towers"};
-  ``query_tower/`` and ``product_tower/`` = ``AutoModel`` + tokenizer.
-
-``aux_heads.pt`` holds the training-only heads (rationale, two-tower grade head).
+The checkpoint layout and ``student.json`` are the artifact contract in
+``contracts.artifacts`` (``StudentModel.save`` writes it, the exporter reads it).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,34 +13,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from contracts.artifacts import CrossEncoderSpec, TwoTowerSpec, read_student_spec
 from contracts.text import product_text
-from training.student.models.base import STUDENT_JSON, StudentModel, to_device
+from training.student.models.base import StudentModel, to_device
 from training.student.models.cross_encoder import CrossEncoderStudent
 from training.student.models.two_tower import TwoTowerStudent
 
-_KINDS: dict[str, type[CrossEncoderStudent] | type[TwoTowerStudent]] = {
-    CrossEncoderStudent.kind: CrossEncoderStudent,
-    TwoTowerStudent.kind: TwoTowerStudent,
-}
 
-
-def read_meta(path: Path) -> dict[str, Any]:
-    meta_path = Path(path) / STUDENT_JSON
-    if not meta_path.exists():
-        raise ValueError(f"{path}: not a student checkpoint ({STUDENT_JSON} missing)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("kind") not in _KINDS:
-        raise ValueError(
-            f"{meta_path}: kind={meta.get('kind')!r}; expected one of {sorted(_KINDS)}"
-        )
-    return meta
+def _from_spec(path: Path, spec: CrossEncoderSpec | TwoTowerSpec) -> StudentModel:
+    if isinstance(spec, CrossEncoderSpec):
+        return CrossEncoderStudent.from_checkpoint(path, spec)
+    return TwoTowerStudent.from_checkpoint(path, spec)
 
 
 def load_model(path: Path) -> StudentModel:
     """The student module of a checkpoint, on CPU, in train mode."""
     path = Path(path)
-    meta = read_meta(path)
-    return _KINDS[meta["kind"]].from_checkpoint(path, meta)
+    return _from_spec(path, read_student_spec(path))
 
 
 class StudentScorer:
@@ -112,10 +91,9 @@ class StudentScorer:
 def load_student(path: Path | str, *, device: str | None = None) -> StudentScorer:
     """A :class:`StudentScorer` for the checkpoint at ``path`` (what `relkd eval` loads)."""
     path = Path(path)
-    meta = read_meta(path)
-    model = _KINDS[meta["kind"]].from_checkpoint(path, meta)
+    spec = read_student_spec(path)
     return StudentScorer(
-        model,
-        name=f"{meta['name']}:{meta['version']}",
+        _from_spec(path, spec),
+        name=str(spec.model_ref),
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
     )

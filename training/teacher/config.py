@@ -13,10 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.artifacts import TeacherKind
 from training.teacher.templates import TEMPLATES
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-TeacherKind = Literal["classifier", "generative"]
 
 
 def default_backbone() -> str:

@@ -17,7 +17,6 @@ computed from the rounded probabilities. (The rounded four may sum to 1 +- 2e-4.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from contracts.artifacts import TeacherSpec, read_teacher_spec
 from contracts.schema import NUM_GRADES, Match
 from training.teacher import explain
 from training.teacher.explain import Rationale
@@ -38,7 +38,6 @@ from training.teacher.modeling import (
     resolve_precision,
 )
 from training.teacher.templates import render
-from training.teacher.train import TEACHER_FILE
 
 PROB_DECIMALS = 4
 GRADE_VALUES = np.arange(NUM_GRADES, dtype=np.float64)
@@ -116,7 +115,7 @@ class TeacherLabeler:
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        info: Mapping[str, Any],
+        spec: TeacherSpec,
         device: torch.device,
         max_tokens: int = 16384,
     ) -> None:
@@ -124,16 +123,16 @@ class TeacherLabeler:
             raise ValueError(f"max_tokens: must be positive, got {max_tokens}")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.info = dict(info)
+        self.spec = spec
         self.device = device
         self.max_tokens = max_tokens
-        self.name: str = info["name"]
-        self.version: str = info["version"]
-        self.kind: str = info["kind"]
-        self.template: str = info["template"]
-        self.max_length: int = int(info["max_length"])
-        self.max_new_tokens: int = int(info.get("max_new_tokens", 48))
-        self.temperature: float = float(info["temperature"])
+        self.name = spec.name
+        self.version = spec.version
+        self.kind = spec.kind
+        self.template = spec.template
+        self.max_length = spec.max_length
+        self.max_new_tokens = spec.max_new_tokens
+        self.temperature = spec.temperature
         self.stats = LabelerStats()
         self._grade_tokens = (
             explain.GradeTokens.from_tokenizer(tokenizer) if self.kind == "generative" else None
@@ -144,19 +143,13 @@ class TeacherLabeler:
         cls, path: str | Path, device: str = "auto", max_tokens: int = 16384
     ) -> TeacherLabeler:
         path = Path(path)
-        info_path = path / TEACHER_FILE
-        if not info_path.exists():
-            raise FileNotFoundError(f"{path}: not a teacher checkpoint (no {TEACHER_FILE})")
-        info = json.loads(info_path.read_text())
-        missing = {"name", "version", "kind", "template", "max_length", "temperature"} - set(info)
-        if missing:
-            raise ValueError(f"{info_path}: missing field(s) {sorted(missing)}")
+        spec = read_teacher_spec(path)
         torch_device = resolve_device(device)
         dtype = resolve_precision("auto", torch_device)
         tokenizer = load_tokenizer(path)
-        loader = load_causal_lm if info["kind"] == "generative" else load_classifier
+        loader = load_causal_lm if spec.kind == "generative" else load_classifier
         model = loader(path, tokenizer, dtype).to(torch_device)
-        return cls(model, tokenizer, info, torch_device, max_tokens)
+        return cls(model, tokenizer, spec, torch_device, max_tokens)
 
     # -- labeling ---------------------------------------------------------------------
 

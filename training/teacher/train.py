@@ -34,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from contracts.artifacts import TeacherSpec, write_teacher_spec
 from contracts.schema import NUM_GRADES, Split
 from training.teacher import explain
 from training.teacher.config import TeacherTrainConfig
@@ -49,7 +50,6 @@ from training.teacher.modeling import (
 )
 from training.teacher.templates import render, resolve_template
 
-TEACHER_FILE = "teacher.json"
 CONFIG_FILE = "train_config.yaml"
 RESUME_DIR = "last"
 
@@ -479,7 +479,7 @@ def save(
     config.dump_yaml(out / CONFIG_FILE)
     identity = {k: info[k] for k in ("name", "kind", "template", "max_length", "temperature")}
     info["version"] = weights_digest(out, identity)
-    (out / TEACHER_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+    write_teacher_spec(TeacherSpec.model_validate(info), out)
     console.print(
         f"teacher {info['name']}@{info['version']} -> {out}  "
         f"dev ndcg@10 {info['dev']['ndcg@10']:.4f} acc {info['dev']['accuracy']:.4f} "

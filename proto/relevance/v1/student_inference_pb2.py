@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from relevance.v1 import common_pb2 as relevance_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$relevance/v1/student_inference.proto\x12\x0crelevance.v1\x1a\x19relevance/v1/common.proto\"V\n\x0cScoreProduct\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\r\n\x05\x62rand\x18\x04 \x01(\t\"_\n\x0cScoreRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12,\n\x08products\x18\x02 \x03(\x0b\x32\x1a.relevance.v1.ScoreProduct\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"1\n\x0cProductScore\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x89\x01\n\rScoreResponse\x12*\n\x06scores\x18\x01 \x03(\x0b\x32\x1a.relevance.v1.ProductScore\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.relevance.v1.ModelRef\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\x05\x32T\n\x10StudentInference\x12@\n\x05Score\x12\x1a.relevance.v1.ScoreRequest\x1a\x1b.relevance.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$relevance/v1/student_inference.proto\x12\x0crelevance.v1\x1a\x19relevance/v1/common.proto\"V\n\x0cScoreProduct\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\r\n\x05\x62rand\x18\x04 \x01(\t\"_\n\x0cScoreRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12,\n\x08products\x18\x02 \x03(\x0b\x32\x1a.relevance.v1.ScoreProduct\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"1\n\x0cProductScore\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xb9\x01\n\rScoreResponse\x12*\n\x06scores\x18\x01 \x03(\x0b\x32\x1a.relevance.v1.ProductScore\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.relevance.v1.ModelRef\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\x05\x12.\n\x07serving\x18\x05 \x01(\x0b\x32\x1d.relevance.v1.ServingRevision\"B\n\x0fServingRevision\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t2T\n\x10StudentInference\x12@\n\x05Score\x12\x1a.relevance.v1.ScoreRequest\x1a\x1b.relevance.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCTSCORE']._serialized_start=266
   _globals['_PRODUCTSCORE']._serialized_end=315
   _globals['_SCORERESPONSE']._serialized_start=318
-  _globals['_SCORERESPONSE']._serialized_end=455
-  _globals['_STUDENTINFERENCE']._serialized_start=457
-  _globals['_STUDENTINFERENCE']._serialized_end=541
+  _globals['_SCORERESPONSE']._serialized_end=503
+  _globals['_SERVINGREVISION']._serialized_start=505
+  _globals['_SERVINGREVISION']._serialized_end=571
+  _globals['_STUDENTINFERENCE']._serialized_start=573
+  _globals['_STUDENTINFERENCE']._serialized_end=657
 # @@protoc_insertion_point(module_scope)

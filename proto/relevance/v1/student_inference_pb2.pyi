@@ -38,13 +38,25 @@ class ProductScore(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("scores", "model", "request_id", "truncated")
+    __slots__ = ("scores", "model", "request_id", "truncated", "serving")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[ProductScore]
     model: _common_pb2.ModelRef
     request_id: str
     truncated: int
-    def __init__(self, scores: _Optional[_Iterable[_Union[ProductScore, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., request_id: _Optional[str] = ..., truncated: _Optional[int] = ...) -> None: ...
+    serving: ServingRevision
+    def __init__(self, scores: _Optional[_Iterable[_Union[ProductScore, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., request_id: _Optional[str] = ..., truncated: _Optional[int] = ..., serving: _Optional[_Union[ServingRevision, _Mapping]] = ...) -> None: ...
+
+class ServingRevision(_message.Message):
+    __slots__ = ("backend", "model", "version")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    model: str
+    version: str
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...

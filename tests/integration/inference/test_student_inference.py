@@ -90,7 +90,11 @@ def test_scores_match_torch_and_survive_a_triton_restart(
     response = score(address, PRODUCTS)
     assert [s.product_id for s in response.scores] == [p["product_id"] for p in PRODUCTS]
     np.testing.assert_allclose(scores_of(response), torch_scores(checkpoint, PRODUCTS), atol=1e-4)
-    assert (response.model.name, response.model.version) == (MODEL_NAME, "1")
+    # The reply names the training run (student.json) and, apart, the Triton deployment.
+    assert (response.model.name, response.model.version) == ("tiny-ce", "1")
+    assert response.serving == student_inference_pb2.ServingRevision(
+        backend="triton", model=MODEL_NAME, version="1"
+    )
     tokenizer = AutoTokenizer.from_pretrained(checkpoint / "model")
     too_long = sum(len(tokenizer(QUERY, p["title"])["input_ids"]) > 32 for p in PRODUCTS)
     assert too_long == 1
@@ -128,7 +132,7 @@ def test_version_switch_under_load_fails_no_request(
 ) -> None:
     address = start_service(triton_env(triton, MODEL_NAME))
     stop = threading.Event()
-    seen: list[tuple[str, np.ndarray]] = []
+    seen: list[tuple[str, str, np.ndarray]] = []
     failures: list[str] = []
 
     def client() -> None:
@@ -141,7 +145,9 @@ def test_version_switch_under_load_fails_no_request(
                 except grpc.RpcError as exc:
                     failures.append(f"{exc.code().name}: {exc.details()}")
                 else:
-                    seen.append((response.model.version, scores_of(response)))
+                    seen.append(
+                        (response.model.version, response.serving.version, scores_of(response))
+                    )
 
     with ThreadPoolExecutor(4) as pool:
         clients = [pool.submit(client) for _ in range(4)]
@@ -153,7 +159,7 @@ def test_version_switch_under_load_fails_no_request(
         triton.load_model(MODEL_NAME)
         switched_at = len(seen)
         deadline = time.monotonic() + 30
-        while not any(v == "2" for v, _ in seen[switched_at:]) and time.monotonic() < deadline:
+        while not any(v == "2" for _, v, _ in seen[switched_at:]) and time.monotonic() < deadline:
             time.sleep(0.05)
         # Keep the load on for a moment after the switch: the old version's unload.
         time.sleep(1.0)
@@ -162,11 +168,15 @@ def test_version_switch_under_load_fails_no_request(
             future.result()
 
     assert failures == []
-    versions = [v for v, _ in seen]
-    assert versions[0] == "1" and versions[-1] == "2"
-    assert set(versions) == {"1", "2"}
-    v2 = torch_scores(cross_encoder_exports["2"][0], PRODUCTS)
-    np.testing.assert_allclose(seen[-1][1], v2, atol=1e-4)
+    served = [v for _, v, _ in seen]
+    assert served[0] == "1" and served[-1] == "2"
+    assert set(served) == {"1", "2"}
+    # Every reply, including those around the switch, names the training run whose
+    # checkpoint gives its scores (the two runs were trained with different seeds).
+    expected = {v: torch_scores(cross_encoder_exports[v][0], PRODUCTS) for v in ("1", "2")}
+    for trained, triton_version, scores in seen:
+        assert trained == triton_version
+        np.testing.assert_allclose(scores, expected[trained], atol=1e-4)
 
 
 def test_two_tower_backend_returns_checkpoint_scores(
@@ -188,6 +198,9 @@ def test_two_tower_backend_returns_checkpoint_scores(
     expected = torch_scores(two_tower_checkpoint, products)
     np.testing.assert_allclose(scores_of(response), expected, atol=1e-4)
     assert (response.model.name, response.model.version) == ("tiny-tt", "1")
+    assert response.serving.backend == "two-tower"
+    assert response.serving.model == str(export_dir.resolve())
+    assert len(response.serving.version) == 12
     assert response.truncated == 0
 
     with pytest.raises(grpc.RpcError) as info:

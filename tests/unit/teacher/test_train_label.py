@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from contracts.artifacts import TEACHER_JSON, read_teacher_spec
 from contracts.schema import Match
 from training.eval.scorer import GradeScorer
 from training.teacher.cli import app
@@ -18,7 +19,7 @@ from training.teacher.config import TeacherTrainConfig
 from training.teacher.data import load_split
 from training.teacher.explain import GradeTokens, rationale_text
 from training.teacher.labeler import PROB_DECIMALS, TeacherLabeler
-from training.teacher.train import TEACHER_FILE, train, weights_digest
+from training.teacher.train import train, weights_digest
 
 FAST = {
     "epochs": 1.0,
@@ -62,9 +63,13 @@ def test_pairs(tiny_dataset) -> list[tuple[str, dict]]:
 @pytest.mark.parametrize("name", ["bert", "llama", "qwen", "llama-generative"])
 def test_checkpoint_is_a_loadable_hf_dir_with_a_deterministic_version(checkpoints, name) -> None:
     path = checkpoints[name]
-    info = json.loads((path / TEACHER_FILE).read_text())
-    for key in ("name", "version", "kind", "template", "max_length", "temperature"):
-        assert key in info, key
+    info = json.loads((path / TEACHER_JSON).read_text())
+    spec = read_teacher_spec(path)
+    assert (spec.name, spec.version, spec.template) == (
+        info["name"],
+        info["version"],
+        info["template"],
+    )
     assert info["kind"] == ("generative" if name.endswith("generative") else "classifier")
     assert info["temperature"] > 0
     assert info["calibration"]["dev_nll_after"] <= info["calibration"]["dev_nll_before"] + 1e-6
@@ -181,12 +186,12 @@ def test_cli_trains_from_yaml_and_resumes(tmp_path, tiny_dataset, bert_backbone)
     runner = CliRunner()
     first = runner.invoke(app, ["train", "--config", str(config)])
     assert first.exit_code == 0, first.output
-    steps_first = json.loads((out / TEACHER_FILE).read_text())["steps"]
+    steps_first = json.loads((out / TEACHER_JSON).read_text())["steps"]
     second = runner.invoke(
         app, ["train", "--config", str(config), "--epochs", "2", "--resume", "--name", "t2"]
     )
     assert second.exit_code == 0, second.output
-    info = json.loads((out / TEACHER_FILE).read_text())
+    info = json.loads((out / TEACHER_JSON).read_text())
     assert info["name"] == "t2"
     # The resumed run continued the step count and kept the first run's evaluations.
     assert info["steps"] == 2 * steps_first
@@ -221,6 +226,6 @@ def test_cli_label_writes_the_teacher_labels_table(tmp_path, tiny_dataset, check
     table = storage.read_table(dataset, "teacher_labels")
     dev = load_split(dataset, "dev")
     assert table.num_rows == len(dev)
-    info = json.loads((checkpoints["llama-generative"] / TEACHER_FILE).read_text())
+    info = json.loads((checkpoints["llama-generative"] / TEACHER_JSON).read_text())
     assert set(table["teacher_version"].to_pylist()) == {info["version"]}
     assert json.loads(result.output.strip().splitlines()[-1])["pairs"] == len(dev)

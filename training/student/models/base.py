@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -12,9 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from contracts import schema
-
-STUDENT_JSON = "student.json"
-AUX_HEADS = "aux_heads.pt"
+from contracts.artifacts import AUX_HEADS, student_spec, write_student_spec
 
 
 class StudentOutput(NamedTuple):
@@ -112,18 +109,20 @@ class StudentModel(nn.Module, ABC):
         """Write the HF folders; return the kind-specific ``student.json`` fields."""
 
     def save(self, path: Path, *, name: str, version: str) -> None:
-        """Write the checkpoint contract (see ``docs/student.md``) into ``path``."""
+        """Write the checkpoint contract (``contracts.artifacts``) into ``path``."""
         path.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "kind": self.kind,
-            "name": name,
-            "version": version,
-            "max_length": self.max_length,
-            "text_fields": list(self.text_fields),
-            **self._save_serving(path),
-        }
+        spec = student_spec(
+            {
+                "kind": self.kind,
+                "name": name,
+                "version": version,
+                "max_length": self.max_length,
+                "text_fields": list(self.text_fields),
+                **self._save_serving(path),
+            }
+        )
         torch.save(self.aux_modules().state_dict(), path / AUX_HEADS)
-        (path / STUDENT_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+        write_student_spec(spec, path)
 
     def load_aux(self, path: Path) -> None:
         aux = path / AUX_HEADS

@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from contracts import schema
+from contracts.artifacts import CROSS_ENCODER_DIR, CrossEncoderSpec
 from training.student.models.base import (
     RationaleHeads,
     StudentModel,
@@ -30,7 +31,6 @@ from training.student.models.base import (
 )
 
 KIND = "cross-encoder"
-MODEL_DIR = "model"
 
 
 class CrossEncoderStudent(StudentModel):
@@ -74,12 +74,10 @@ class CrossEncoderStudent(StudentModel):
         return cls(model, tokenizer, max_length=max_length, text_fields=text_fields)
 
     @classmethod
-    def from_checkpoint(cls, path: Path, meta: dict[str, Any]) -> CrossEncoderStudent:
-        model = AutoModelForSequenceClassification.from_pretrained(path / MODEL_DIR)
-        tokenizer = AutoTokenizer.from_pretrained(path / MODEL_DIR)
-        student = cls(
-            model, tokenizer, max_length=meta["max_length"], text_fields=meta["text_fields"]
-        )
+    def from_checkpoint(cls, path: Path, spec: CrossEncoderSpec) -> CrossEncoderStudent:
+        model = AutoModelForSequenceClassification.from_pretrained(path / CROSS_ENCODER_DIR)
+        tokenizer = AutoTokenizer.from_pretrained(path / CROSS_ENCODER_DIR)
+        student = cls(model, tokenizer, max_length=spec.max_length, text_fields=spec.text_fields)
         student.load_aux(path)
         return student
 
@@ -111,6 +109,6 @@ class CrossEncoderStudent(StudentModel):
         return nn.ModuleDict({"rationale": self.rationale})
 
     def _save_serving(self, path: Path) -> dict[str, Any]:
-        self.model.save_pretrained(path / MODEL_DIR)
-        self.tokenizer.save_pretrained(path / MODEL_DIR)
+        self.model.save_pretrained(path / CROSS_ENCODER_DIR)
+        self.tokenizer.save_pretrained(path / CROSS_ENCODER_DIR)
         return {"num_grades": schema.NUM_GRADES}

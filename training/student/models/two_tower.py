@@ -19,6 +19,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from contracts import schema
+from contracts.artifacts import PRODUCT_TOWER_DIR, QUERY_TOWER_DIR, TwoTowerSpec
 from training.student.models.base import (
     RationaleHeads,
     StudentModel,
@@ -28,8 +29,6 @@ from training.student.models.base import (
 )
 
 KIND = "two-tower"
-QUERY_TOWER = "query_tower"
-PRODUCT_TOWER = "product_tower"
 # Cosines of related texts sit around 0..1; this start maps them roughly onto 0..3.
 INITIAL_SCALE = 3.0
 INITIAL_BIAS = 0.0
@@ -111,21 +110,21 @@ class TwoTowerStudent(StudentModel):
         )
 
     @classmethod
-    def from_checkpoint(cls, path: Path, meta: dict[str, Any]) -> TwoTowerStudent:
-        query_tower = AutoModel.from_pretrained(path / QUERY_TOWER, add_pooling_layer=False)
+    def from_checkpoint(cls, path: Path, spec: TwoTowerSpec) -> TwoTowerStudent:
+        query_tower = AutoModel.from_pretrained(path / QUERY_TOWER_DIR, add_pooling_layer=False)
         product_tower = (
             query_tower
-            if meta.get("shared_towers", False)
-            else AutoModel.from_pretrained(path / PRODUCT_TOWER, add_pooling_layer=False)
+            if spec.shared_towers
+            else AutoModel.from_pretrained(path / PRODUCT_TOWER_DIR, add_pooling_layer=False)
         )
         student = cls(
             query_tower,
             product_tower,
-            AutoTokenizer.from_pretrained(path / QUERY_TOWER),
-            max_length=meta["max_length"],
-            text_fields=meta["text_fields"],
-            scale=meta["scale"],
-            bias=meta["bias"],
+            AutoTokenizer.from_pretrained(path / QUERY_TOWER_DIR),
+            max_length=spec.max_length,
+            text_fields=spec.text_fields,
+            scale=spec.scale,
+            bias=spec.bias,
         )
         student.load_aux(path)
         return student
@@ -175,7 +174,10 @@ class TwoTowerStudent(StudentModel):
         return nn.ModuleDict({"grade_head": self.grade_head, "rationale": self.rationale})
 
     def _save_serving(self, path: Path) -> dict[str, Any]:
-        for folder, tower in ((QUERY_TOWER, self.query_tower), (PRODUCT_TOWER, self.product_tower)):
+        for folder, tower in (
+            (QUERY_TOWER_DIR, self.query_tower),
+            (PRODUCT_TOWER_DIR, self.product_tower),
+        ):
             tower.save_pretrained(path / folder)
             self.tokenizer.save_pretrained(path / folder)
         return {
