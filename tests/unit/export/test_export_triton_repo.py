@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contracts.artifacts import read_student_spec
 from training.export.exporter import export_student
 from training.export.triton_repo import read_config, write_triton_repository
 
@@ -59,7 +60,9 @@ def test_gpu_repository_is_an_ensemble(export_dir, tmp_path):
     steps = ensemble.ensemble_scheduling.step
     assert [s.model_name for s in steps] == ["ce_tokenizer", "ce_onnx"]
     assert dict(steps[1].output_map) == {"score": "score", "grade_probs": "grade_probs"}
-    assert (tmp_path / "ce" / "1").is_dir()
+    # student-inference reads the served version's spec and tokenizer from <name>/<version>.
+    assert read_student_spec(tmp_path / "ce" / "1") == read_student_spec(export_dir)
+    assert (tmp_path / "ce" / "1" / "tokenizer.json").is_file()
 
     onnx_model = read_config(tmp_path / "ce_onnx" / "config.pbtxt")
     assert onnx_model.platform == "onnxruntime_onnx" and onnx_model.max_batch_size == 32
