@@ -18,8 +18,9 @@ from ops.rollout import cli as rollout_cli
 from services import serve
 from services.candidate_generation import cli as candidates_cli
 from services.core import broker
+from services.label_store import cli as label_store_cli
+from training import eval_cli
 from training.data import cli as data_cli
-from training.eval import cli as eval_cli
 from training.export import cli as export_cli
 from training.student import cli as student_cli
 from training.teacher import cli as teacher_cli
@@ -34,6 +35,8 @@ app.command("broker")(broker.broker_command)
 app.command("up")(stack.up_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo_command)
+# `relkd data materialize` needs the broker (services); the rest of `relkd data` does not.
+data_cli.app.command("materialize")(label_store_cli.materialize_command)
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_command)
 app.add_typer(teacher_cli.app, name="teacher")

@@ -160,11 +160,7 @@ def _graph(imports: list[Import], group: type[str] | object) -> tuple[dict, dict
 
 def _explain(cycles: list[list[str]], edges: dict, evidence: dict) -> list[str]:
     return [
-        evidence[(a, b)]
-        for cycle in cycles
-        for a in cycle
-        for b in sorted(edges[a])
-        if b in cycle
+        evidence[(a, b)] for cycle in cycles for a in cycle for b in sorted(edges[a]) if b in cycle
     ]
 
 

@@ -43,7 +43,8 @@ SCORERS: dict[str, ScorerFactory] = {}
 
 
 def register_scorer(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:
-    """Register a factory for ``kind`` (see baselines.py and model_scorers.py)."""
+    """Register a factory for ``kind``: the baselines (baselines.py) here, the trained
+    ``teacher`` and ``student`` in their own packages (the harness knows no model)."""
 
     def add(factory: ScorerFactory) -> ScorerFactory:
         if kind in SCORERS:
@@ -56,10 +57,17 @@ def register_scorer(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:
 
 def build_scorer(spec: str, dataset_dir: Path | str) -> Scorer:
     """Build the scorer named by ``spec`` (``KIND`` or ``KIND=ARGUMENT``)."""
-    # Importing registers the built-in baselines and the trained-model kinds.
-    from training.eval import baselines, model_scorers  # noqa: F401
+    # Importing registers the built-in baselines.
+    from training.eval import baselines  # noqa: F401
 
     kind, _, argument = spec.partition("=")
     if kind not in SCORERS:
         raise ValueError(f"unknown model kind {kind!r}; known kinds: {sorted(SCORERS)}")
     return SCORERS[kind](Path(dataset_dir), argument or None)
+
+
+def checkpoint_argument(kind: str, argument: str | None) -> Path:
+    """The checkpoint directory of a ``KIND=PATH`` model spec."""
+    if not argument:
+        raise ValueError(f"{kind}: give the checkpoint directory as `{kind}=PATH`")
+    return Path(argument)

@@ -24,6 +24,10 @@ from training.student.checkpoint import load_student
 from training.student.config import StudentKind, StudentTrainConfig
 from training.student.train import train
 
+# References may name a teacher (`teacher=PATH`); importing the labeler registers the
+# kind (the student kind is registered by training.student.checkpoint).
+from training.teacher import labeler as _teacher_kind  # noqa: F401
+
 RESULTS_JSON = "scaling.json"
 PLOT_PNG = "scaling.png"
 

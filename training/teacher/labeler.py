@@ -28,6 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from contracts.artifacts import TeacherSpec, read_teacher_spec
 from contracts.schema import NUM_GRADES, Match
+from training.eval.scorer import checkpoint_argument, register_scorer
 from training.teacher import explain
 from training.teacher.explain import Rationale
 from training.teacher.modeling import (
@@ -275,3 +276,9 @@ class TeacherLabeler:
             for index, row in zip(malformed, fallback, strict=True):
                 labels[index] = self._to_label(row)
         return [label for label in labels if label is not None]
+
+
+@register_scorer("teacher")
+def _teacher_kind(_dataset_dir: Path, argument: str | None) -> TeacherLabeler:
+    """`relkd eval --model teacher=PATH`."""
+    return TeacherLabeler.from_checkpoint(checkpoint_argument("teacher", argument))

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from training import eval_cli
 from training.data import storage
 from training.data.simulator import simulate
-from training.eval import cli
 from training.eval.evaluate import evaluate_scorer
 from training.eval.scorer import build_scorer
 
@@ -90,7 +90,7 @@ def test_bm25_beats_random_and_cli_prints_json(dataset):
     import typer
 
     app = typer.Typer()
-    app.command()(cli.eval_command)
+    app.command()(eval_cli.eval_command)
     out = CliRunner().invoke(app, ["--dataset", str(dataset), "--model", "bm25", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["bm25"]["ndcg@10"] == pytest.approx(bm25["ndcg@10"])
