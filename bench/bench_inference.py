@@ -52,6 +52,7 @@ from sentence_transformers import CrossEncoder
 from tokenizers import Tokenizer
 from transformers import AutoConfig
 
+from contracts.artifacts import read_student_spec
 from ops.stack import health_status
 from services.core.broker import free_port
 from services.student_inference.backends import triton_env, two_tower_env
@@ -306,8 +307,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     torch.set_num_threads(THREADS)
     products_path, rows = catalog(max(1000, args.products * 4), work)
     ce_checkpoint, tt_checkpoint = build_students(work, args.checkpoint)
-    meta = json.loads((ce_checkpoint / "student.json").read_text())
-    max_length = meta["max_length"]
+    max_length = read_student_spec(ce_checkpoint).max_length
     ce_export, tt_export = work / "ce-export", work / "tt-export"
     console.log("exporting students")
     export_student(ce_checkpoint, ce_export, int8=True)

@@ -52,7 +52,11 @@ class GrpcStudentScorer:
             ),
             timeout=self.timeout_s,
         )
-        self.model = f"{reply.model.name}:{reply.model.version}"
+        # The training run that scored, and the Triton deployment that served it.
+        self.model = (
+            f"{reply.model.name}:{reply.model.version} "
+            f"(served by {reply.serving.backend} {reply.serving.model}:{reply.serving.version})"
+        )
         return [s.score for s in reply.scores]
 
     def score_pairs(

@@ -54,7 +54,9 @@ def test_demo_runs_the_loop_and_writes_the_report(tmp_path: Path) -> None:
     for plot in ("ndcg_vs_augmented.png", "latency_vs_quality.png"):
         assert (report.parent / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     serve = json.loads((run_dir / "serve.json").read_text())
-    assert serve["examples"] and all(e["model"].startswith("student:") for e in serve["examples"])
+    # Each served answer names the training run (the best student) and the Triton model.
+    served_as = f"{serve['student']}:1 (served by triton student:"
+    assert serve["examples"] and all(e["model"].startswith(served_as) for e in serve["examples"])
 
     # Nothing the demo started outlives it (broker, services, Triton all inherit its env).
     assert not [
