@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 import yaml
 from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from ops.jobs.launcher import JobLauncher, RunKind, RunSpec, build_job, job_phase
 from ops.jobs.settings import K8sSettings
+from training.config_cli import SetOption, config_command, load_config
 
 app = typer.Typer(help="Training runs as Kubernetes Jobs.", no_args_is_help=True)
 console = Console()
@@ -32,12 +32,13 @@ def _api_error(error: ApiException) -> typer.Exit:
 NamespaceOption = typer.Option(None, "--namespace", "-n", help="Default: RELKD_JOBS_NAMESPACE.")
 
 
-@app.command("submit")
+@app.command("submit", cls=config_command(RunSpec))
 def submit_command(
     kind: RunKind | None = typer.Argument(None, help="Run kind (or `kind:` in --file)."),
     file: Path | None = typer.Option(
-        None, "--file", "-f", exists=True, dir_okay=False, help="YAML file of run fields."
+        None, "--file", "-f", dir_okay=False, help="YAML or JSON file of run fields (below)."
     ),
+    set_: SetOption = None,
     name: str | None = typer.Option(None, help="Job name; default: generated."),
     namespace: str | None = NamespaceOption,
     image: str | None = typer.Option(None, help="Trainer image; default: RELKD_TRAINER_IMAGE."),
@@ -48,31 +49,24 @@ def submit_command(
         False, "--dry-run", help="Print the manifest (for `kubectl apply -f -`); submit nothing."
     ),
 ) -> None:
-    """Submit a training Job built from flags and/or a file (flags win)."""
+    """Submit a training Job built from a file, --set and flags (flags win)."""
     settings = K8sSettings()
-    flags = {
-        "kind": kind,
-        "name": name,
-        "namespace": namespace,
-        "image": image,
-        "gpus": gpus,
-        "nodes": nodes,
-        "config": config,
-    }
-    defaults = {"namespace": settings.jobs_namespace, "image": settings.trainer_image}
+    spec = load_config(
+        RunSpec,
+        file,
+        set_ or [],
+        defaults={"namespace": settings.jobs_namespace, "image": settings.trainer_image},
+        file_option="--file",
+        kind=kind,
+        name=name,
+        namespace=namespace,
+        image=image,
+        gpus=gpus,
+        nodes=nodes,
+        config=config,
+    )
     try:
-        base = (yaml.safe_load(file.read_text()) or {}) if file else {}
-        if not isinstance(base, dict):
-            raise typer.BadParameter("expected a mapping of run fields", param_hint="--file")
-        fields = {**defaults, **base, **{k: v for k, v in flags.items() if v is not None}}
-        if "kind" not in fields:
-            raise typer.BadParameter("give KIND or `kind:` in --file", param_hint="KIND")
-        manifest = build_job(RunSpec(**fields))
-    except ValidationError as error:
-        for problem in error.errors():
-            field = ".".join(str(part) for part in problem["loc"])
-            errors.print(f"[red]{field}: {problem['msg']}", highlight=False)
-        raise typer.Exit(2) from error
+        manifest = build_job(spec)
     except ValueError as error:
         errors.print(f"[red]{error}")
         raise typer.Exit(2) from error

@@ -39,26 +39,34 @@ _DEFAULT_CONFIGS = {
 
 
 class RunSpec(BaseModel):
-    """One training run; read from a YAML file and/or `relkd jobs submit` flags."""
+    """One training run: `relkd jobs submit KIND [--file FILE] [--set FIELD=VALUE] [flags]`."""
 
     kind: RunKind = Field(description="teacher-train, teacher-label or student-train.")
     name: str | None = Field(
         None, pattern=r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$", description="Job name."
     )
-    namespace: str = "relevance-kd"
-    image: str = "relkd-trainer:0.1.0"
+    namespace: str = Field("relevance-kd", description="Namespace the Job runs in.")
+    image: str = Field("relkd-trainer:0.1.0", description="Trainer image (entrypoint relkd).")
     gpus: int = Field(0, ge=0, le=16, description="GPUs per node (nvidia.com/gpu).")
     nodes: int = Field(1, ge=1, le=64, description="Nodes; >1 runs torchrun in an Indexed Job.")
-    config: str | None = Field(None, description="Config path inside the container.")
+    config: str | None = Field(
+        None, description="Config path inside the container (default: the kind's file)."
+    )
     config_map: str = Field("relkd-training-config", description="ConfigMap at /etc/relkd.")
     data_claim: str = Field("relkd-data", description="PVC mounted at /var/lib/relkd.")
-    cpu: str = "2"
-    memory: str = "8Gi"
+    cpu: str = Field("2", description="CPU request and limit per Pod.")
+    memory: str = Field("8Gi", description="Memory request and limit per Pod.")
     shm: str = Field("2Gi", description="/dev/shm size for DataLoader workers.")
-    backoff_limit: int = Field(3, ge=0)
-    active_deadline_seconds: int = Field(86400, ge=60)
-    ttl_seconds_after_finished: int = Field(604800, ge=0)
-    gpu_node_selector: dict[str, str] = {"relkd.io/pool": "gpu"}
+    backoff_limit: int = Field(3, ge=0, description="Pod retries (lost nodes) before failing.")
+    active_deadline_seconds: int = Field(
+        86400, ge=60, description="Wall-clock limit of the whole Job."
+    )
+    ttl_seconds_after_finished: int = Field(
+        604800, ge=0, description="How long a finished Job (and its logs) is kept."
+    )
+    gpu_node_selector: dict[str, str] = Field(
+        {"relkd.io/pool": "gpu"}, description="nodeSelector of Pods that request GPUs."
+    )
 
     @field_validator("nodes")
     @classmethod

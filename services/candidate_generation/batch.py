@@ -15,13 +15,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+from google.protobuf.message import Message
 from relevance.v1 import topics_pb2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from contracts.products import product_message
-from contracts.topics import CANDIDATES
+from contracts.topics import CANDIDATES, Topic
 from services.candidate_generation.index import CatalogIndex
 from services.candidate_generation.queries import (
     QueryRecord,
@@ -30,9 +32,18 @@ from services.candidate_generation.queries import (
     unreached_products,
 )
 from services.candidate_generation.sampling import Candidate, SpectrumSampler
-from services.core.bus import Publisher, event_meta
+from services.core.bus import event_meta
 
 PRODUCER = "candidate-generation"
+
+
+class BatchSink(Protocol):
+    """Where a batch run sends its CandidateBatches: Kafka (``bus.Publisher``) or a file
+    (``contracts.candidates.CandidateFile``); ``flush`` returns once all sent are durable."""
+
+    def publish(self, topic: Topic, key: str, message: Message) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 def candidate_batch(
@@ -158,7 +169,7 @@ def run_batch(
     index: CatalogIndex,
     sampler: SpectrumSampler,
     queries: Sequence[QueryRecord],
-    publisher: Publisher,
+    publisher: BatchSink,
     ledger: Ledger,
     pairs_per_second: float | None = None,
     chunk_size: int = 64,

@@ -75,9 +75,21 @@ def generate_command(
     bootstrap: Annotated[
         str | None, typer.Option(help="Kafka bootstrap [default: RELKD_KAFKA_BOOTSTRAP].")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Append the batches to this JSONL file (for `relkd teacher label "
+            "--candidates`) instead of publishing them to Kafka.",
+        ),
+    ] = None,
 ) -> None:
-    """Publish spectrum-sampled candidate batches to relevance.candidates.v1, resumably."""
-    from services.candidate_generation.batch import Ledger, run_batch, select_queries
+    """Publish spectrum-sampled candidate batches to relevance.candidates.v1, resumably.
+
+    With --out the same batches go to a file, resumable through a ledger beside it.
+    """
+    from contracts.candidates import CandidateFile
+    from services.candidate_generation.batch import BatchSink, Ledger, run_batch, select_queries
     from services.candidate_generation.queries import (
         QueryRecord,
         read_query_log,
@@ -94,7 +106,7 @@ def generate_command(
         updates["index_dir"] = index_dir
     own = own.model_copy(update=updates)
     settings = get_settings()
-    if not (bootstrap or settings.kafka_bootstrap):
+    if out is None and not (bootstrap or settings.kafka_bootstrap):
         raise typer.BadParameter(
             "no Kafka: set RELKD_KAFKA_BOOTSTRAP or pass it", param_hint="--bootstrap"
         )
@@ -114,14 +126,18 @@ def generate_command(
     if dataset is not None:
         pool += simulator_queries(dataset)
     selected = select_queries(index, pool, queries, synthetic=synthetic, seed=own.seed)
-    publisher = Publisher(settings, bootstrap=bootstrap)
-    ledger = Ledger((state_dir or own.state_dir) / "ledger.sqlite")
+    sink: BatchSink
+    if out is not None:
+        # The file's own ledger: what went to Kafka (or another file) is not in this one.
+        sink = CandidateFile(out)
+        ledger = Ledger(out.with_name(out.name + ".ledger.sqlite"))
+    else:
+        sink = Publisher(settings, bootstrap=bootstrap)
+        ledger = Ledger((state_dir or own.state_dir) / "ledger.sqlite")
     try:
-        report = run_batch(
-            index, engine.sampler(), selected, publisher, ledger, pairs_per_second=rate
-        )
+        report = run_batch(index, engine.sampler(), selected, sink, ledger, pairs_per_second=rate)
     finally:
-        publisher.close()
+        sink.close()
         ledger.close()
     typer.echo(json.dumps({**report.__dict__, "pairs_per_second": report.pairs_per_second}))
 

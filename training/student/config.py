@@ -1,7 +1,8 @@
 """Configuration of one student training run.
 
-A run is configured by a YAML file (``--config``) whose keys are the fields of
-:class:`StudentTrainConfig`; command-line flags override single fields. Defaults are
+A run is configured by a YAML or JSON file (``--config``) whose keys are the fields of
+:class:`StudentTrainConfig`; ``--set FIELD=VALUE`` overrides single fields
+(:mod:`training.config_cli`). Defaults are
 chosen so that a student trains in about a minute on two CPU cores and still learns:
 two of MiniLM's six layers, query + title truncated to 32 tokens, a few hundred steps.
 """
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -43,7 +42,11 @@ class StudentTrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: StudentKind = StudentKind.CROSS_ENCODER
+    kind: StudentKind = Field(
+        StudentKind.CROSS_ENCODER,
+        description="cross-encoder: one encoder reads query and product together; two-tower: "
+        "query and product encoded apart, scored by a dot product.",
+    )
     dataset_dir: Path = Field(..., description="Dataset directory (contracts.schema).")
     output_dir: Path = Field(Path(".relkd/students/student"), description="Checkpoint dir.")
     name: str = Field("relkd-student", description="Model name written to student.json.")
@@ -78,17 +81,21 @@ class StudentTrainConfig(BaseModel):
         0.25, ge=0.0, description="Smallest |target score difference| of a training pair."
     )
 
-    loss_weights: LossWeights = Field(default_factory=LossWeights)
+    loss_weights: LossWeights = Field(
+        default_factory=LossWeights, description="Weight of each distillation loss."
+    )
 
     # Optimisation.
     queries_per_batch: int = Field(8, ge=1, description="Queries per micro-batch.")
     pairs_per_query: int = Field(4, ge=1, description="Pairs sampled per query per batch.")
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate (warmup, then linear decay).")
     head_lr_scale: float = Field(
         1.0, gt=0, description="Learning-rate multiplier of the freshly initialised heads."
     )
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, le=1, description="Fraction of max_steps spent warming the learning rate up."
+    )
     max_steps: int = Field(200, ge=1, description="Optimizer steps.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     eval_every: int = Field(50, ge=1, description="Evaluate dev NDCG@10 every N steps.")
@@ -104,32 +111,6 @@ class StudentTrainConfig(BaseModel):
         description="CPU threads for torch (null: torch's default). On a CPU shared with "
         "other jobs 1 is often several times faster than oversubscribed threads.",
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of sampling, initialisation and dropout.")
     resume: bool = Field(False, description="Continue from output_dir/last if present.")
     progress: bool = Field(True, description="Show progress bars.")
-
-    @classmethod
-    def from_yaml(cls, path: Path, **overrides: Any) -> StudentTrainConfig:
-        """Read ``path`` and apply ``overrides`` (``None`` values are ignored)."""
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ValueError(f"config file not found: {path}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of config fields at the top level")
-        return cls.from_mapping(raw, **overrides)
-
-    @classmethod
-    def from_mapping(cls, raw: dict[str, Any], **overrides: Any) -> StudentTrainConfig:
-        merged = dict(raw)
-        weights = dict(merged.get("loss_weights") or {})
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            if key in LossWeights.model_fields:
-                weights[key] = value
-            else:
-                merged[key] = value
-        if weights:
-            merged["loss_weights"] = weights
-        return cls.model_validate(merged)

@@ -1,14 +1,20 @@
-"""`relkd teacher ...`: train a relevance teacher and label pairs with it."""
+"""`relkd teacher ...`: train a relevance teacher and label pairs with it.
+
+Both commands are built from their config class (:mod:`training.config_cli`):
+``--config FILE`` and ``--set FIELD=VALUE`` reach every field, ``--help`` lists them.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from training.teacher.config import Precision, TeacherKind, TeacherTrainConfig
+from training.config_cli import ConfigFileOption, SetOption, config_command, load_config
+from training.teacher.config import TeacherLabelConfig, TeacherTrainConfig
 
 app = typer.Typer(
     help="Train the LLM relevance teacher (soft targets, optional chain of thought) and "
@@ -16,116 +22,85 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"--set {item!r}: expected FIELD=VALUE")
-        values[key.strip()] = yaml.safe_load(raw)
-    return values
+DatasetDirOption = Annotated[
+    Path | None, typer.Option(help="Dataset directory (field dataset_dir).")
+]
 
 
-@app.command("train")
+@app.command("train", cls=config_command(TeacherTrainConfig))
 def train_command(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML file of TeacherTrainConfig fields.")
+    config: ConfigFileOption = None,
+    set_: SetOption = None,
+    dataset_dir: DatasetDirOption = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoint directory (field output_dir).")
     ] = None,
-    backbone: Annotated[
-        str | None, typer.Option(help="HF checkpoint dir; default: all-MiniLM-L6-v2.")
-    ] = None,
-    kind: Annotated[TeacherKind | None, typer.Option(help="classifier or generative.")] = None,
-    dataset_dir: Annotated[Path | None, typer.Option(help="Dataset directory.")] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Checkpoint directory.")] = None,
-    name: Annotated[str | None, typer.Option(help="Teacher name in labels.")] = None,
-    epochs: Annotated[float | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    grad_accumulation: Annotated[int | None, typer.Option()] = None,
-    max_length: Annotated[int | None, typer.Option()] = None,
-    lora: Annotated[bool | None, typer.Option("--lora/--no-lora")] = None,
-    lora_r: Annotated[int | None, typer.Option()] = None,
-    lora_alpha: Annotated[int | None, typer.Option()] = None,
-    label_smoothing: Annotated[float | None, typer.Option()] = None,
-    template: Annotated[str | None, typer.Option(help="rich, title or a format string.")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    patience: Annotated[int | None, typer.Option(help="Early-stopping patience.")] = None,
-    precision: Annotated[Precision | None, typer.Option()] = None,
-    resume: Annotated[bool | None, typer.Option("--resume/--no-resume")] = None,
-    max_train_examples: Annotated[int | None, typer.Option()] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Any other field: --set warmup_ratio=0.1 (YAML value)."),
+    epochs: Annotated[
+        float | None, typer.Option(help="Passes over the train split (field epochs).")
     ] = None,
 ) -> None:
     """Fine-tune a teacher on the train split; early stopping and calibration on dev."""
+    resolved = load_config(
+        TeacherTrainConfig,
+        config,
+        set_ or [],
+        dataset_dir=dataset_dir,
+        output_dir=output_dir,
+        epochs=epochs,
+    )
     from training.teacher.train import train
 
-    flags = {
-        "backbone": backbone,
-        "kind": kind,
-        "dataset_dir": dataset_dir,
-        "output_dir": output_dir,
-        "name": name,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "grad_accumulation": grad_accumulation,
-        "max_length": max_length,
-        "lora": lora,
-        "lora_r": lora_r,
-        "lora_alpha": lora_alpha,
-        "label_smoothing": label_smoothing,
-        "template": template,
-        "seed": seed,
-        "patience": patience,
-        "precision": precision,
-        "resume": resume,
-        "max_train_examples": max_train_examples,
-    }
-    try:
-        resolved = TeacherTrainConfig.load(config, **{**_parse_set(set_ or []), **flags})
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
     info = train(resolved)
     typer.echo(json.dumps({"output_dir": str(resolved.output_dir), "dev": info["dev"]}))
 
 
-@app.command("label")
+@app.command("label", cls=config_command(TeacherLabelConfig))
 def label_command(
-    checkpoint: Annotated[Path, typer.Option(help="Teacher checkpoint directory.")],
-    dataset_dir: Annotated[Path, typer.Option(help="Dataset directory.")] = Path(".relkd/data/sim"),
-    split: Annotated[
-        list[str] | None, typer.Option(help="Splits whose judged pairs to label (repeatable).")
+    config: ConfigFileOption = None,
+    set_: SetOption = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Teacher checkpoint directory (field checkpoint).")
     ] = None,
-    explain: Annotated[bool, typer.Option(help="Ask a generative teacher for rationales.")] = False,
-    chunk: Annotated[int, typer.Option(help="Pairs per labeling call.")] = 512,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    dataset_dir: DatasetDirOption = None,
+    candidates: Annotated[
+        Path | None,
+        typer.Option(help="Candidates JSONL to label instead of judged pairs (field candidates)."),
+    ] = None,
 ) -> None:
-    """Label judged pairs offline and write the dataset's teacher_labels table."""
+    """Label judged pairs or generated candidates; write the dataset's teacher_labels table."""
+    resolved = load_config(
+        TeacherLabelConfig,
+        config,
+        set_ or [],
+        checkpoint=checkpoint,
+        dataset_dir=dataset_dir,
+        candidates=candidates,
+    )
     from rich.progress import Progress
 
     from training.data import storage
-    from training.teacher.data import load_split
     from training.teacher.labeler import TeacherLabeler
 
-    labeler = TeacherLabeler.from_checkpoint(checkpoint, device=device)
-    pairs = [p for name in split or ["train"] for p in load_split(dataset_dir, name)]
+    try:
+        pairs = list(_pairs(resolved))
+    except (OSError, ValueError) as error:
+        source = "candidates" if resolved.candidates is not None else "dataset_dir"
+        raise typer.BadParameter(str(error), param_hint=source) from error
+    labeler = TeacherLabeler.from_checkpoint(resolved.checkpoint, device=resolved.device)
     rows = []
     with Progress(transient=True) as progress:
         task = progress.add_task("teacher labeling", total=len(pairs))
-        for start in range(0, len(pairs), chunk):
-            batch = pairs[start : start + chunk]
-            labels = labeler.label([(p.query, p.product) for p in batch], explain=explain)
-            for pair, label in zip(batch, labels, strict=True):
+        for start in range(0, len(pairs), resolved.chunk):
+            batch = pairs[start : start + resolved.chunk]
+            labels = labeler.label(
+                [(query, product) for _, query, product in batch], explain=resolved.explain
+            )
+            for (query_id, query, product), label in zip(batch, labels, strict=True):
                 rows.append(
                     {
-                        "query_id": pair.query_id,
-                        "query": pair.query,
-                        "product_id": pair.product["product_id"],
+                        "query_id": query_id,
+                        "query": query,
+                        "product_id": product["product_id"],
                         "grade_probs": list(label.grade_probs),
                         "expected_score": label.expected_score,
                         "teacher_model": labeler.name,
@@ -136,7 +111,7 @@ def label_command(
                     }
                 )
             progress.advance(task, len(batch))
-    path = storage.write_table(dataset_dir, "teacher_labels", rows)
+    path = storage.write_table(resolved.dataset_dir, "teacher_labels", rows)
     typer.echo(
         json.dumps(
             {
@@ -147,3 +122,28 @@ def label_command(
             }
         )
     )
+
+
+Pair = tuple[str, str, Mapping[str, Any]]
+
+
+def _pairs(config: TeacherLabelConfig) -> Iterator[Pair]:
+    """(query_id, query, product) of every pair to label, each pair once."""
+    if config.candidates is None:
+        from training.teacher.data import load_split
+
+        for split in config.splits:
+            for pair in load_split(config.dataset_dir, split):
+                yield pair.query_id, pair.query, pair.product
+        return
+    from contracts.candidates import read_candidate_batches
+    from contracts.products import product_row
+
+    # A resumed `candidates generate` may have written a batch twice (at least once).
+    seen: set[tuple[str, str]] = set()
+    for batch in read_candidate_batches(config.candidates):
+        for product in batch.products:
+            key = (batch.query_id, product.product_id)
+            if key not in seen:
+                seen.add(key)
+                yield batch.query_id, batch.query, product_row(product)

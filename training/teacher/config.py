@@ -1,17 +1,19 @@
 """Configuration of a teacher fine-tuning run.
 
-One pydantic model, :class:`TeacherTrainConfig`, is the single source of truth: it is
-read from YAML (``--config run.yaml``), then individual CLI flags override fields, and
-the resolved config is written next to the checkpoint so a run can be reproduced.
+One pydantic model per command is the single source of truth: :class:`TeacherTrainConfig`
+(``relkd teacher train``) and :class:`TeacherLabelConfig` (``relkd teacher label``) are read
+from YAML or JSON (``--config run.yaml``), then ``--set FIELD=VALUE`` and the few flags
+override fields (:mod:`training.config_cli`); the resolved training config is written next
+to the checkpoint so a run can be reproduced.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.artifacts import TeacherKind
 from training.teacher.templates import TEMPLATES
@@ -27,7 +29,7 @@ def default_backbone() -> str:
 
 
 class TeacherTrainConfig(BaseModel):
-    """Everything a teacher training run needs; every field can come from YAML or a flag."""
+    """Everything a teacher training run needs; every field can come from a file or --set."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -46,8 +48,10 @@ class TeacherTrainConfig(BaseModel):
     name: str = Field("teacher", description="Teacher name recorded in teacher.json and labels.")
     epochs: float = Field(1.0, gt=0, description="Passes over the train split (may be fractional).")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate (linear warmup, linear decay).")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(
+        0.06, ge=0, lt=1, description="Fraction of the steps spent warming the learning rate up."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(32, ge=1, description="Per-device micro-batch size.")
     grad_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_length: int = Field(128, ge=16, description="Token limit of one (query, product) input.")
@@ -64,14 +68,14 @@ class TeacherTrainConfig(BaseModel):
         False, description="Train on the majority grade instead of the raters' distribution."
     )
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA inputs.")
     precision: Precision = Field(
         "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
-    seed: int = 13
+    seed: int = Field(13, description="Seed of subsetting, shuffling and initialisation.")
     patience: int = Field(
         2, ge=0, description="Evaluations without dev improvement before stopping; 0 disables."
     )
@@ -90,21 +94,34 @@ class TeacherTrainConfig(BaseModel):
     )
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default.")
 
-    @classmethod
-    def load(cls, path: Path | None = None, **overrides: Any) -> TeacherTrainConfig:
-        """Read ``path`` (YAML mapping) if given, then apply the non-None ``overrides``."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: expected a YAML mapping of config fields")
-            data.update(loaded)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls(**data)
-        except ValidationError as error:
-            source = f" (from {path})" if path is not None else ""
-            raise ValueError(f"invalid teacher config{source}: {error}") from error
-
     def dump_yaml(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True))
+
+
+class TeacherLabelConfig(BaseModel):
+    """One offline labeling run of ``relkd teacher label``.
+
+    It labels either a dataset's judged pairs (``splits``) or, when ``candidates`` is set,
+    the pairs ``relkd candidates generate --out`` wrote, and replaces the dataset's
+    ``teacher_labels`` table with the labels.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path = Field(..., description="Teacher checkpoint directory (teacher train).")
+    dataset_dir: Path = Field(
+        Path(".relkd/data/sim"),
+        description="Dataset whose teacher_labels table is written (and whose judged pairs "
+        "are labeled without candidates).",
+    )
+    candidates: Path | None = Field(
+        None,
+        description="JSONL of CandidateBatch records (`relkd candidates generate --out`) to "
+        "label instead of judged pairs.",
+    )
+    splits: list[Literal["train", "dev", "test"]] = Field(
+        ["train"], min_length=1, description="Splits whose judged pairs are labeled."
+    )
+    explain: bool = Field(False, description="Ask a generative teacher for rationales.")
+    chunk: int = Field(512, ge=1, description="Pairs per labeling call.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")

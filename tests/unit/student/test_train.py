@@ -104,10 +104,10 @@ def test_cli_train_from_yaml_with_overrides(tiny_config: StudentTrainConfig, tmp
             str(out),
             "--max-steps",
             "2",
-            "--kind",
-            "two-tower",
-            "--kl",
-            "0",
+            "--set",
+            "kind=two-tower",
+            "--set",
+            "loss_weights.kl=0",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""Config loading (YAML + overrides) and the input templates."""
+"""Config loading (file, --set, flags) and the input templates."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from training.config_cli import ConfigError, load_config
 from training.teacher.config import TeacherTrainConfig
 from training.teacher.labeler import token_budget_batches
 from training.teacher.templates import render, resolve_template
@@ -22,12 +23,16 @@ PRODUCT = {
 }
 
 
-def test_yaml_then_overrides(tmp_path: Path) -> None:
+def test_yaml_then_set_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
-    path.write_text("epochs: 3\nlr: 0.001\nlora: true\nbackbone: /models/x\n")
-    config = TeacherTrainConfig.load(path, lr=0.01, batch_size=None)
-    assert config.epochs == 3
+    path.write_text("epochs: 3\nlr: 0.001\nlora: true\nbackbone: /models/x\nname: file\n")
+    config = load_config(
+        TeacherTrainConfig, path, ["lr=0.01", "name=no", "epochs=4"], epochs=5.0, batch_size=None
+    )
     assert config.lr == 0.01
+    # A str field keeps the literal text YAML would read as a bool.
+    assert config.name == "no"
+    assert config.epochs == 5.0
     assert config.lora is True
     assert config.batch_size == TeacherTrainConfig.model_fields["batch_size"].default
 
@@ -35,10 +40,10 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
 def test_bad_config_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("epochz: 3\n")
-    with pytest.raises(ValueError, match="epochz"):
-        TeacherTrainConfig.load(path)
-    with pytest.raises(ValueError, match="label_smoothing"):
-        TeacherTrainConfig.load(None, backbone="x", label_smoothing=1.5)
+    with pytest.raises(ConfigError, match="epochz"):
+        load_config(TeacherTrainConfig, path)
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        load_config(TeacherTrainConfig, None, ["label_smoothing=1.5"], backbone="x")
 
 
 def test_rich_template_shows_attributes_from_parquet_pairs_or_dicts() -> None:

@@ -188,7 +188,18 @@ def test_cli_trains_from_yaml_and_resumes(tmp_path, tiny_dataset, bert_backbone)
     assert first.exit_code == 0, first.output
     steps_first = json.loads((out / TEACHER_JSON).read_text())["steps"]
     second = runner.invoke(
-        app, ["train", "--config", str(config), "--epochs", "2", "--resume", "--name", "t2"]
+        app,
+        [
+            "train",
+            "--config",
+            str(config),
+            "--epochs",
+            "2",
+            "--set",
+            "resume=true",
+            "-s",
+            "name=t2",
+        ],
     )
     assert second.exit_code == 0, second.output
     info = json.loads((out / TEACHER_JSON).read_text())
@@ -197,7 +208,7 @@ def test_cli_trains_from_yaml_and_resumes(tmp_path, tiny_dataset, bert_backbone)
     assert info["steps"] == 2 * steps_first
     assert [h["step"] for h in info["history"]] == [steps_first, 2 * steps_first]
     bad = runner.invoke(app, ["train", "--config", str(config), "--set", "epochz=1"])
-    assert bad.exit_code != 0 and "epochz" in bad.output
+    assert bad.exit_code == 2 and "epochz" in bad.output
 
 
 def test_cli_label_writes_the_teacher_labels_table(tmp_path, tiny_dataset, checkpoints) -> None:
@@ -215,11 +226,12 @@ def test_cli_label_writes_the_teacher_labels_table(tmp_path, tiny_dataset, check
             str(checkpoints["llama-generative"]),
             "--dataset-dir",
             str(dataset),
-            "--split",
-            "dev",
-            "--explain",
-            "--device",
-            "cpu",
+            "--set",
+            "splits=[dev]",
+            "--set",
+            "explain=true",
+            "--set",
+            "device=cpu",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -229,3 +241,65 @@ def test_cli_label_writes_the_teacher_labels_table(tmp_path, tiny_dataset, check
     info = json.loads((checkpoints["llama-generative"] / TEACHER_JSON).read_text())
     assert set(table["teacher_version"].to_pylist()) == {info["version"]}
     assert json.loads(result.output.strip().splitlines()[-1])["pairs"] == len(dev)
+
+
+def test_cli_labels_generated_candidates_from_a_config_file(
+    tmp_path, tiny_dataset, checkpoints
+) -> None:
+    """The teacher-label Job's path: --config FILE naming a `candidates generate --out` file."""
+    import shutil
+
+    from relevance.v1 import topics_pb2
+
+    from contracts.candidates import CandidateFile
+    from contracts.products import product_message
+    from contracts.topics import CANDIDATES
+    from training.data import storage
+
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    products = storage.read_table(dataset, "products").to_pylist()[:7]
+    batches = [
+        topics_pb2.CandidateBatch(
+            query_id="q-sofa", query="red sofa", products=[product_message(p) for p in products[:4]]
+        ),
+        topics_pb2.CandidateBatch(
+            query_id="q-lamp",
+            query="desk lamp",
+            products=[product_message(p) for p in products[4:]],
+        ),
+    ]
+    candidates = tmp_path / "candidates.jsonl"
+    with CandidateFile(candidates) as sink:
+        for batch in [*batches, batches[0]]:  # a resumed generate run may repeat a batch
+            sink.publish(CANDIDATES, batch.query_id, batch)
+        sink.flush()
+    config = tmp_path / "label.json"
+    config.write_text(
+        json.dumps(
+            {
+                "checkpoint": str(checkpoints["bert"]),
+                "dataset_dir": str(dataset),
+                "candidates": str(candidates),
+                "device": "cpu",
+            }
+        )
+    )
+    result = CliRunner().invoke(app, ["label", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    table = storage.read_table(dataset, "teacher_labels").to_pylist()
+    assert len(table) == 7 == json.loads(result.output.strip().splitlines()[-1])["pairs"]
+    assert {(r["query_id"], r["product_id"]) for r in table} == {
+        *(("q-sofa", p["product_id"]) for p in products[:4]),
+        *(("q-lamp", p["product_id"]) for p in products[4:]),
+    }
+    # The same pair labeled from the judged-pairs path gets the same label.
+    labeler = TeacherLabeler.from_checkpoint(checkpoints["bert"], device="cpu")
+    [expected] = labeler.label([("red sofa", products[0])])
+    first = next(r for r in table if r["product_id"] == products[0]["product_id"])
+    np.testing.assert_allclose(first["grade_probs"], expected.grade_probs, atol=1e-6)
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(candidates.read_text().splitlines()[0] + "\n{not json\n")
+    bad = CliRunner().invoke(app, ["label", "--config", str(config), "--candidates", str(broken)])
+    assert bad.exit_code == 2 and "broken.jsonl:2" in bad.output
