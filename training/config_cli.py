@@ -271,17 +271,24 @@ def _default(field: FieldInfo) -> str:
     return json.dumps(value if not isinstance(value, Path) else str(value))
 
 
-def config_command(config_class: type[BaseModel]) -> type[TyperCommand]:
+def config_command(
+    config_class: type[BaseModel], file_option: str = "--config"
+) -> type[TyperCommand]:
     """A typer command class whose ``--help`` ends with a table of ``config_class``'s fields.
 
     Use as ``@app.command("train", cls=config_command(MyConfig))``.
     """
 
     class ConfigCommand(TyperCommand):
+        # What a caller (e.g. the test of the Job specs) validates a --config file with.
+        config_class: type[BaseModel]
+
         def format_help(self, ctx: Any, formatter: Any) -> None:
             super().format_help(ctx, formatter)
             rows = config_fields(config_class)
-            title = f"Config fields ({config_class.__name__}: --config FILE, --set FIELD=VALUE)"
+            title = (
+                f"Config fields ({config_class.__name__}: {file_option} FILE, --set FIELD=VALUE)"
+            )
             if self.rich_markup_mode is None:
                 with formatter.section(title):
                     formatter.write_dl(
@@ -293,6 +300,7 @@ def config_command(config_class: type[BaseModel]) -> type[TyperCommand]:
                 return
             _print_fields_panel(title, rows)
 
+    ConfigCommand.config_class = config_class
     return ConfigCommand
 
 

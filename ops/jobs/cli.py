@@ -32,7 +32,7 @@ def _api_error(error: ApiException) -> typer.Exit:
 NamespaceOption = typer.Option(None, "--namespace", "-n", help="Default: RELKD_JOBS_NAMESPACE.")
 
 
-@app.command("submit", cls=config_command(RunSpec))
+@app.command("submit", cls=config_command(RunSpec, file_option="--file"))
 def submit_command(
     kind: RunKind | None = typer.Argument(None, help="Run kind (or `kind:` in --file)."),
     file: Path | None = typer.Option(

@@ -33,7 +33,7 @@ _COMMANDS: dict[RunKind, tuple[list[str], str | None]] = {
 }
 _DEFAULT_CONFIGS = {
     RunKind.TEACHER_TRAIN: "/etc/relkd/teacher.yaml",
-    RunKind.TEACHER_LABEL: "/etc/relkd/teacher.yaml",
+    RunKind.TEACHER_LABEL: "/etc/relkd/teacher-label.yaml",
     RunKind.STUDENT_TRAIN: "/etc/relkd/student.yaml",
 }
 
