@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from ops import stack
+from ops import certs, stack
 from ops.demo.command import demo_command
 from ops.jobs import cli as jobs_cli
 from ops.jobs import validate_cli
@@ -47,3 +47,4 @@ app.add_typer(student_cli.app, name="student")
 app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(validate_cli.app, name="k8s")
 app.add_typer(rollout_cli.app, name="rollout")
+app.add_typer(certs.app, name="certs")

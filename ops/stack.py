@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from services.core import process
 from services.core.broker import kafka_for_stack
+from services.core.grpc_security import client_channel
 from services.core.logging import configure_logging
 from services.core.settings import Settings, get_settings
 from services.serve import SERVICES, ServiceSpec
@@ -35,9 +36,14 @@ from services.serve import SERVICES, ServiceSpec
 log = logging.getLogger(__name__)
 
 
-def health_status(address: str, service: str = "", timeout_s: float = 1.0) -> str:
-    """The grpc.health.v1 status name of `service` at `address`, or the RPC error's code name."""
-    with grpc.insecure_channel(address) as channel:
+def health_status(
+    address: str, service: str = "", timeout_s: float = 1.0, settings: Settings | None = None
+) -> str:
+    """The grpc.health.v1 status name of `service` at `address`, or the RPC error's code name.
+
+    The channel is secured as `settings` (default: the environment's) say.
+    """
+    with client_channel(address, settings or get_settings()) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
@@ -48,7 +54,7 @@ def health_status(address: str, service: str = "", timeout_s: float = 1.0) -> st
 
 def reflected_services(address: str) -> list[str]:
     """Service names the server at `address` lists through gRPC reflection."""
-    with grpc.insecure_channel(address) as channel:
+    with client_channel(address, get_settings()) as channel:
         return list(ProtoReflectionDescriptorDatabase(channel).get_services())
 
 

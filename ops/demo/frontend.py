@@ -8,9 +8,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import grpc
 import numpy as np
 from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
+
+from services.core.grpc_security import client_channel
+from services.core.settings import get_settings
 
 MAX_PRODUCTS_PER_REQUEST = 256
 
@@ -31,7 +33,7 @@ class GrpcStudentScorer:
         self.name = name
         self.timeout_s = timeout_s
         self.model = ""
-        self._channel = grpc.insecure_channel(address)
+        self._channel = client_channel(address, get_settings())
         self._stub = student_inference_pb2_grpc.StudentInferenceStub(self._channel)
 
     def __enter__(self) -> GrpcStudentScorer:

@@ -54,6 +54,8 @@ from services.core.grpc_server import (
     ServiceBinding,
     check_deadline,
     require,
+    require_count,
+    require_unique,
 )
 from services.core.settings import Settings
 
@@ -283,9 +285,15 @@ class CandidateGenerationServicer(candidate_generation_pb2_grpc.CandidateGenerat
         )
 
     async def GenerateBatch(self, request, context):
-        require(bool(request.queries), "queries", "must not be empty")
+        require_count(
+            len(request.queries),
+            self.engine.settings.max_batch_queries,
+            "queries",
+            "RELKD_CANDIDATE_MAX_BATCH_QUERIES",
+        )
         for i, text in enumerate(request.queries):
             require(bool(text.strip()), f"queries[{i}]", "must not be empty")
+        require_unique([q.strip() for q in request.queries], lambda i: f"queries[{i}]")
         per_query = request.per_query
         require(1 <= per_query <= MAX_K, "per_query", f"must be in 1..{MAX_K}, got {per_query}")
         index = self.engine.require_index()
@@ -316,7 +324,7 @@ def build_server(
     engine: CandidateEngine, settings: Settings, port: int | None = None
 ) -> GrpcServer:
     """The gRPC server with the CandidateGeneration service, health and reflection."""
-    return GrpcServer(
+    return GrpcServer.from_settings(
         [
             ServiceBinding(
                 SERVICE_NAME,
@@ -324,9 +332,8 @@ def build_server(
                 candidate_generation_pb2_grpc.add_CandidateGenerationServicer_to_server,
             )
         ],
-        settings.grpc_host,
+        settings,
         settings.candidate_generation_port if port is None else port,
-        settings.grpc_grace_s,
     )
 
 

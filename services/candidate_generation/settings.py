@@ -28,6 +28,9 @@ class CandidateSettings(BaseSettings):
     per_query: int = Field(
         32, ge=1, le=1000, description="Candidates per query for distillation sampling."
     )
+    max_batch_queries: int = Field(
+        1000, ge=1, description="Most queries one `GenerateBatch` request may carry."
+    )
     sample_depth: int = Field(
         1000, ge=1, description="Fused-ranking depth that stratified sampling draws from."
     )

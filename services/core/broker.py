@@ -185,7 +185,9 @@ def create_topics(
     partitions = partitions or settings.topic_partitions
     replication = replication or settings.topic_replication
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id=f"{settings.kafka_client_id}-admin"
+        bootstrap_servers=bootstrap,
+        client_id=f"{settings.kafka_client_id}-admin",
+        **settings.kafka_security(),
     )
     created = []
     try:

@@ -61,6 +61,7 @@ class Publisher:
             "enable_idempotence": True,
             "linger_ms": settings.kafka_linger_ms,
             "retries": 10,
+            **settings.kafka_security(),
         }
         config.update(producer_config)
         self._producer = KafkaProducer(**config)
@@ -152,6 +153,7 @@ class ConsumerLoop(Generic[M]):
             "heartbeat_interval_ms": max(settings.kafka_session_timeout_ms // 6, 100),
             "max_poll_records": max_poll_records or settings.kafka_max_poll_records,
             "max_poll_interval_ms": settings.kafka_max_poll_interval_ms,
+            **settings.kafka_security(),
         }
         if settings.kafka_group_instance_id:
             config["group_instance_id"] = settings.kafka_group_instance_id

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.core import metrics
+from services.core.grpc_security import TokenAuthenticator, authenticator, server_credentials
+from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,24 @@ def require(condition: bool, field: str, problem: str) -> None:
         raise InvalidArgument(field, problem)
 
 
+def require_count(count: int, cap: int, field: str, setting: str) -> None:
+    """Raises InvalidArgument naming `field` unless it holds 1..`cap` items."""
+    require(count > 0, field, "must not be empty")
+    require(count <= cap, field, f"at most {cap} per request ({setting}), got {count}")
+
+
+def require_unique(keys: Sequence[object], field: Callable[[int], str]) -> None:
+    """Rejects a request whose items repeat a key, naming the repeat and its first use.
+
+    The platform's rule for duplicates: a request that names the same item twice is
+    refused (INVALID_ARGUMENT), never silently merged, so a caller's bug surfaces.
+    """
+    first: dict[object, int] = {}
+    for i, key in enumerate(keys):
+        seen = first.setdefault(key, i)
+        require(seen == i, field(i), f"duplicate of {field(seen)}")
+
+
 def check_deadline(context: grpc.aio.ServicerContext) -> None:
     """Stops work whose caller has already given up."""
     left = context.time_remaining()
@@ -81,8 +102,78 @@ def _code_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.Stat
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
+# Health and reflection stay open (probes and tooling carry no token) and unmeasured.
+_OPEN_PREFIXES = ("/grpc.health", "/grpc.reflection")
+
+Deserializer = Callable[[bytes], Any]
+
+
+async def _decode(
+    deserialize: Deserializer | None, raw: bytes, context: grpc.aio.ServicerContext
+) -> Any:
+    """The request message, or INVALID_ARGUMENT for bytes that are not one.
+
+    gRPC would otherwise answer UNKNOWN for a request its deserializer cannot parse.
+    """
+    if deserialize is None:
+        return raw
+    try:
+        return deserialize(raw)
+    except (DecodeError, ValueError, TypeError) as exc:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid protobuf message: {exc}"
+        )
+
+
+def _decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Same handler, but decoding its request where a bad one can be answered properly."""
+    deserialize = handler.request_deserializer
+    if handler.unary_unary:
+        unary_inner = handler.unary_unary
+
+        async def unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            return await unary_inner(await _decode(deserialize, raw, context), context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, None, handler.response_serializer)
+    if handler.unary_stream:
+        stream_inner = handler.unary_stream
+
+        async def stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for response in stream_inner(await _decode(deserialize, raw, context), context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(stream, None, handler.response_serializer)
+    return handler
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that answers `code` without reading the request."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(code, message)
+        yield  # pragma: no cover - abort raises; this makes the function a generator
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(refuse, None, handler.response_serializer)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse_stream, None, handler.response_serializer
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse, None, handler.response_serializer)
+    return grpc.stream_stream_rpc_method_handler(refuse_stream, None, handler.response_serializer)
+
+
 class _ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Counts, times and logs each RPC, and maps ServiceError onto status codes."""
+    """Authenticates, decodes, counts, times and logs each RPC; maps ServiceError to codes."""
+
+    def __init__(self, authenticator: TokenAuthenticator | None = None) -> None:
+        self._authenticator = authenticator
 
     async def intercept_service(
         self,
@@ -91,8 +182,22 @@ class _ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method = details.method
-        if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
+        if handler is None:
             return handler
+        if method.startswith(_OPEN_PREFIXES):
+            return _decoding(handler)
+        caller = ""
+        if self._authenticator is not None:
+            found = self._authenticator.caller(details.invocation_metadata)
+            if found is None:
+                _observe(method, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter(), "")
+                return _refusal(
+                    handler,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "authorization: missing or unknown bearer token",
+                )
+            caller = found
+        handler = _decoding(handler)
         if handler.unary_unary:
             inner = handler.unary_unary
 
@@ -107,7 +212,7 @@ class _ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     code = _code_of(exc, context)
                     raise
                 finally:
-                    _observe(method, code, start)
+                    _observe(method, code, start, caller)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, handler.request_deserializer, handler.response_serializer
@@ -127,7 +232,7 @@ class _ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     code = _code_of(exc, context)
                     raise
                 finally:
-                    _observe(method, code, start)
+                    _observe(method, code, start, caller)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
@@ -135,11 +240,19 @@ class _ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
-def _observe(method: str, code: grpc.StatusCode, start: float) -> None:
+def _observe(method: str, code: grpc.StatusCode, start: float, caller: str) -> None:
     elapsed = time.perf_counter() - start
     metrics.RPC_REQUESTS.labels(method, code.name).inc()
     metrics.RPC_LATENCY.labels(method).observe(elapsed)
-    log.info("rpc", extra={"method": method, "code": code.name, "ms": round(elapsed * 1000, 2)})
+    log.info(
+        "rpc",
+        extra={
+            "method": method,
+            "code": code.name,
+            "ms": round(elapsed * 1000, 2),
+            "caller": caller,
+        },
+    )
 
 
 class GrpcServer:
@@ -152,10 +265,15 @@ class GrpcServer:
         port: int,
         grace_s: float = 5.0,
         options: Sequence[tuple[str, Any]] = (),
+        *,
+        tls: grpc.ServerCredentials | None = None,
+        auth: TokenAuthenticator | None = None,
     ) -> None:
         self.services = list(services)
         self.grace_s = grace_s
-        self.server = grpc.aio.server(interceptors=[_ObservabilityInterceptor()], options=options)
+        self.server = grpc.aio.server(
+            interceptors=[_ObservabilityInterceptor(auth)], options=options
+        )
         self.health = health.aio.HealthServicer()
         for binding in self.services:
             binding.add_to_server(binding.servicer, self.server)
@@ -169,10 +287,29 @@ class GrpcServer:
             ],
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        self.tls = tls is not None
+        self.port = (
+            self.server.add_secure_port(f"{host}:{port}", tls)
+            if tls is not None
+            else self.server.add_insecure_port(f"{host}:{port}")
+        )
         if self.port == 0:
             raise OSError(f"could not bind gRPC server to {host}:{port}")
         self.address = f"{host}:{self.port}"
+
+    @classmethod
+    def from_settings(
+        cls, services: Sequence[ServiceBinding], settings: Settings, port: int
+    ) -> GrpcServer:
+        """A server on `port` with the host, grace period, TLS and tokens `settings` name."""
+        return cls(
+            services,
+            settings.grpc_host,
+            port,
+            settings.grpc_grace_s,
+            tls=server_credentials(settings),
+            auth=authenticator(settings),
+        )
 
     async def _set_status(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", *(b.name for b in self.services)):
@@ -182,7 +319,12 @@ class GrpcServer:
         await self.server.start()
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving", extra={"address": self.address, "services": [b.name for b in self.services]}
+            "serving",
+            extra={
+                "address": self.address,
+                "services": [b.name for b in self.services],
+                "tls": self.tls,
+            },
         )
 
     async def stop(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,27 @@ class Settings(BaseSettings):
     )
     kafka_max_poll_records: int = Field(500, description="Records fetched per consumer poll.")
     kafka_linger_ms: int = Field(5, description="Producer linger before sending a batch (ms).")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How Kafka clients talk to the brokers: `SSL` (TLS, client certificate "
+        "optional), `SASL_SSL` (TLS + SASL login), `SASL_PLAINTEXT` or `PLAINTEXT`.",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM CA bundle Kafka clients verify the brokers with (SSL)."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate for Kafka TLS client authentication."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of `kafka_ssl_certfile`."
+    )
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "", description="SASL mechanism (with a SASL_* protocol), e.g. `SCRAM-SHA-512`."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name (the KafkaUser's name).")
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="File holding the SASL password (mounted from a Secret)."
+    )
     topic_partitions: int = Field(
         4, description="Partitions of each topic when the platform creates it."
     )
@@ -57,6 +79,42 @@ class Settings(BaseSettings):
         5.0, description="Seconds in-flight RPCs get to finish on graceful stop."
     )
 
+    # gRPC security (docs/security.md). Secrets are read from files, never from settings.
+    grpc_tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain the gRPC servers present. Unset (with the key): "
+        "plaintext.",
+    )
+    grpc_tls_key_file: Path | None = Field(
+        None, description="PEM private key of `grpc_tls_cert_file`."
+    )
+    grpc_tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle: when set, servers demand a client certificate signed by "
+        "it (mTLS).",
+    )
+    grpc_auth_tokens_file: Path | None = Field(
+        None,
+        description="File of `caller:token` lines: when set, every RPC but health and "
+        "reflection needs `authorization: Bearer <token>` with one of them, else "
+        "UNAUTHENTICATED.",
+    )
+    grpc_tls_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle the platform's gRPC clients verify servers with; set: "
+        "clients use TLS.",
+    )
+    grpc_tls_client_cert_file: Path | None = Field(
+        None, description="PEM client certificate the platform's gRPC clients present (mTLS)."
+    )
+    grpc_tls_client_key_file: Path | None = Field(
+        None, description="PEM private key of `grpc_tls_client_cert_file`."
+    )
+    grpc_auth_token_file: Path | None = Field(
+        None,
+        description="File holding the token the platform's gRPC clients send (TLS only).",
+    )
+
     # Observability
     metrics_port: int = Field(
         0, description="Prometheus metrics port per service; 0 disables the endpoint."
@@ -67,6 +125,36 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".relkd"), description="Working directory for datasets, models and reports."
     )
+
+    def kafka_security(self) -> dict[str, object]:
+        """kafka-python keyword arguments for the configured SSL/SASL, for every client."""
+        protocol = self.kafka_security_protocol
+        config: dict[str, object] = {"security_protocol": protocol}
+        if protocol in ("SSL", "SASL_SSL"):
+            config["ssl_check_hostname"] = True
+            for option in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                path = getattr(self, f"kafka_{option}")
+                if path is not None:
+                    config[option] = str(path)
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile: a client certificate needs both file and key")
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_mechanism or not self.kafka_sasl_username:
+                raise ValueError(
+                    f"kafka_sasl_mechanism: {protocol} needs RELKD_KAFKA_SASL_MECHANISM and "
+                    "RELKD_KAFKA_SASL_USERNAME"
+                )
+            if self.kafka_sasl_password_file is None:
+                raise ValueError(f"kafka_sasl_password_file: {protocol} needs a password file")
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism
+            config["sasl_plain_username"] = self.kafka_sasl_username
+            config["sasl_plain_password"] = self.kafka_sasl_password_file.read_text().strip()
+        elif self.kafka_sasl_mechanism:
+            raise ValueError(
+                f"kafka_sasl_mechanism: set, but kafka_security_protocol is {protocol}; "
+                "use SASL_SSL"
+            )
+        return config
 
 
 @lru_cache(maxsize=1)

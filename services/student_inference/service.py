@@ -28,6 +28,7 @@ from services.core.grpc_server import (
     ServiceBinding,
     check_deadline,
     require,
+    require_count,
 )
 from services.core.settings import Settings
 
@@ -78,14 +79,9 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
         self, request: student_inference_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> student_inference_pb2.ScoreResponse:
         require(bool(request.query.strip()), "query", "must not be empty")
-        require(len(request.products) > 0, "products", "must hold at least one product")
-        require(
-            len(request.products) <= self.max_products,
-            "products",
-            f"at most {self.max_products} products per request, got {len(request.products)}",
-        )
+        require_count(len(request.products), self.max_products, "products", "RELKD_MAX_PRODUCTS")
         try:
-            validate_products(request.products)
+            validate_products(request.products, unique_ids=True)
         except InvalidProduct as error:
             raise InvalidArgument(error.field, error.problem) from None
         if self.backend is None:
@@ -133,7 +129,7 @@ async def serve(settings: Settings) -> None:
     own = StudentInferenceSettings()
     backend = load_backend(own)
     try:
-        server = GrpcServer(
+        server = GrpcServer.from_settings(
             [
                 ServiceBinding(
                     SERVICE_NAME,
@@ -141,9 +137,8 @@ async def serve(settings: Settings) -> None:
                     student_inference_pb2_grpc.add_StudentInferenceServicer_to_server,
                 )
             ],
-            settings.grpc_host,
+            settings,
             settings.student_inference_port,
-            settings.grpc_grace_s,
         )
         metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
         await server.serve_until_signal()

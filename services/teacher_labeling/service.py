@@ -36,6 +36,8 @@ from services.core.grpc_server import (
     InvalidArgument,
     ServiceBinding,
     require,
+    require_count,
+    require_unique,
 )
 from services.core.settings import Settings
 
@@ -61,7 +63,13 @@ class TeacherLabelingSettings(BaseSettings):
     teacher_group: str = Field(
         "teacher-labeling", description="Consumer group of the labeling workers."
     )
-    label_max_pairs: int = Field(1024, description="Most pairs one Label RPC may carry.")
+    label_max_pairs: int = Field(1024, ge=1, description="Most pairs one Label RPC may carry.")
+    label_max_product_items: int = Field(
+        64,
+        ge=0,
+        description="Most `features`, and most `attributes`, one product of a Label pair "
+        "may carry.",
+    )
 
 
 class Labeler(Protocol):
@@ -88,9 +96,12 @@ def _rationale(label: Any) -> common_pb2.Rationale | None:
 
 
 class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer):
-    def __init__(self, labeler: Labeler | None, max_pairs: int) -> None:
+    def __init__(
+        self, labeler: Labeler | None, max_pairs: int, max_product_items: int = 64
+    ) -> None:
         self.labeler = labeler
         self.max_pairs = max_pairs
+        self.max_product_items = max_product_items
 
     def _require_model(self) -> Labeler:
         if self.labeler is None:
@@ -100,19 +111,31 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
     async def Label(
         self, request: teacher_labeling_pb2.LabelRequest, context: grpc.aio.ServicerContext
     ) -> teacher_labeling_pb2.LabelResponse:
-        labeler = self._require_model()
-        require(len(request.pairs) > 0, "pairs", "must hold at least one pair")
-        require(
-            len(request.pairs) <= self.max_pairs,
-            "pairs",
-            f"at most {self.max_pairs} pairs per call",
-        )
+        require_count(len(request.pairs), self.max_pairs, "pairs", "RELKD_LABEL_MAX_PAIRS")
         for i, pair in enumerate(request.pairs):
             require(bool(pair.query.strip()), f"pairs[{i}].query", "must not be empty")
             try:
                 validate_product(pair.product, f"pairs[{i}].product")
             except InvalidProduct as error:
                 raise InvalidArgument(error.field, error.problem) from None
+            product = pair.product
+            require(
+                len(product.features) <= self.max_product_items,
+                f"pairs[{i}].product.features",
+                f"at most {self.max_product_items} (RELKD_LABEL_MAX_PRODUCT_ITEMS), "
+                f"got {len(product.features)}",
+            )
+            require(
+                len(product.attributes) <= self.max_product_items,
+                f"pairs[{i}].product.attributes",
+                f"at most {self.max_product_items} (RELKD_LABEL_MAX_PRODUCT_ITEMS), "
+                f"got {len(product.attributes)}",
+            )
+        require_unique(
+            [(p.query.strip(), p.product.product_id) for p in request.pairs],
+            lambda i: f"pairs[{i}]",
+        )
+        labeler = self._require_model()
         inputs = [(p.query, product_row(p.product)) for p in request.pairs]
         labels = await asyncio.to_thread(labeler.label, inputs, request.explain)
         PAIRS_LABELED.labels("rpc").inc(len(inputs))
@@ -204,17 +227,16 @@ async def serve(settings: Settings) -> None:
     """Runs the gRPC service and, when a teacher is loaded, the labeling workers."""
     own = TeacherLabelingSettings()
     labeler = load_labeler(own.teacher_checkpoint)
-    server = GrpcServer(
+    server = GrpcServer.from_settings(
         [
             ServiceBinding(
                 SERVICE_NAME,
-                TeacherLabelingServicer(labeler, own.label_max_pairs),
+                TeacherLabelingServicer(labeler, own.label_max_pairs, own.label_max_product_items),
                 teacher_labeling_pb2_grpc.add_TeacherLabelingServicer_to_server,
             )
         ],
-        settings.grpc_host,
+        settings,
         settings.teacher_labeling_port,
-        settings.grpc_grace_s,
     )
     metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
     loop: bus.ConsumerLoop | None = None

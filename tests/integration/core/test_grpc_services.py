@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -19,30 +16,12 @@ from relevance.v1 import (
     teacher_labeling_pb2,
     teacher_labeling_pb2_grpc,
 )
+from service_processes import start_service
 
-from ops.stack import SERVICES, health_status, reflected_services
+from ops.stack import health_status, reflected_services
 from services.core.broker import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def start_service(name: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, f"RELKD_{SERVICES[name].port_setting.upper()}": str(port)}
-    env.pop("RELKD_TEACHER_CHECKPOINT", None)
-    env.pop("RELKD_STUDENT_BACKEND", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ops", "serve", name],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 20
-    while health_status(f"127.0.0.1:{port}", SERVICES[name].grpc_service) != "SERVING":
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline, f"{name} not SERVING in 20 s"
-        time.sleep(0.1)
-    return process
 
 
 @pytest.fixture(scope="module")
