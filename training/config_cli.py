@@ -1,7 +1,7 @@
 """Command lines built from pydantic config classes.
 
-A config-driven command (``relkd student train``, ``relkd teacher train``, ``relkd teacher
-label``, ``relkd jobs submit``) takes
+A config-driven command (``relkd student train|scale``, ``relkd teacher train|label``,
+``relkd jobs submit``, ``relkd rollout deploy``) takes
 
 * ``--config FILE``: a YAML or JSON mapping of the config class's fields;
 * ``--set FIELD=VALUE`` (repeatable): any field, nested ones with dots

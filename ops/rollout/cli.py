@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 import yaml
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from ops.jobs.settings import K8sSettings
+from ops.rollout.service_spec import StudentService
 from ops.rollout.settings import DeploymentMode, RolloutSettings
+from training.config_cli import ConfigFileOption, SetOption, config_command, load_config
 
 if TYPE_CHECKING:
     from ops.rollout.kserve_rollout import RolloutStatus, StudentRollout
@@ -28,7 +29,6 @@ console = Console()
 errors = Console(stderr=True)
 
 NameOption = typer.Option(None, "--name", help="InferenceService; default: RELKD_ROLLOUT_NAME.")
-DeploymentModeOption = typer.Option(None, help="Serverless or RawDeployment.")
 NamespaceOption = typer.Option(None, "--namespace", "-n", help="Default: RELKD_ROLLOUT_NAMESPACE.")
 
 
@@ -65,65 +65,52 @@ def _show(status: RolloutStatus) -> None:
         console.print(table)
 
 
-@app.command("deploy")
+@app.command("deploy", cls=config_command(StudentService))
 def deploy_command(
     storage_uri: str = typer.Argument(
         ..., help="Triton model repository of the student, e.g. s3://bucket/students/v3."
     ),
-    version: str | None = typer.Option(None, help="Version label; default: URI's last segment."),
+    config: ConfigFileOption = None,
+    set_: SetOption = None,
     name: str | None = NameOption,
     namespace: str | None = NamespaceOption,
     canary: int | None = typer.Option(
         None,
         "--canary",
-        help="Traffic % to the new version; default: RELKD_ROLLOUT_CANARY_PERCENT "
-        "(100 in RawDeployment mode).",
+        help="Traffic % to the new version (field canary_traffic_percent); default: "
+        "RELKD_ROLLOUT_CANARY_PERCENT in Serverless mode.",
     ),
-    gpus: int | None = typer.Option(None, help="nvidia.com/gpu per Pod (0: CPU)."),
-    runtime: str | None = typer.Option(None, help="ServingRuntime; default kserve-tritonserver."),
-    runtime_version: str | None = typer.Option(None, help="Triton image tag."),
-    min_replicas: int | None = typer.Option(None, help="Fewest Pods per revision."),
-    max_replicas: int | None = typer.Option(None, help="Most Pods per revision."),
-    service_account: str | None = typer.Option(None, help="ServiceAccount with storage Secrets."),
-    deployment_mode: DeploymentMode | None = DeploymentModeOption,
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the manifest YAML (validated against the CRD); no API call."
     ),
 ) -> None:
-    """Create the InferenceService, or move it to STORAGE_URI with a canary share of traffic."""
+    """Create the InferenceService, or move it to STORAGE_URI with a canary share of traffic.
+
+    RELKD_ROLLOUT_* settings give the defaults of their fields; --config and --set win.
+    """
     from ops.rollout.kserve_rollout import (
         RolloutError,
-        StudentService,
         build_inference_service,
         to_manifest,
         validate_manifest,
     )
 
     settings = RolloutSettings()
-    mode = deployment_mode or settings.deployment_mode
-    if canary is None:
-        canary = settings.canary_percent if mode is DeploymentMode.SERVERLESS else None
-    fields = {
-        "name": name or settings.name,
-        "namespace": namespace or settings.namespace,
-        "storage_uri": storage_uri,
-        "version": version,
-        "runtime": runtime or settings.runtime,
-        "runtime_version": runtime_version or settings.runtime_version,
-        "gpus": settings.gpus if gpus is None else gpus,
-        "min_replicas": settings.min_replicas if min_replicas is None else min_replicas,
-        "max_replicas": settings.max_replicas if max_replicas is None else max_replicas,
-        "service_account": service_account or settings.service_account,
-        "deployment_mode": mode,
-        "canary_traffic_percent": canary,
-    }
-    try:
-        spec = StudentService(**fields)
-    except ValidationError as error:
-        for problem in error.errors():
-            field = ".".join(str(part) for part in problem["loc"]) or "input"
-            errors.print(f"[red]{field}: {problem['msg']}", highlight=False)
-        raise typer.Exit(2) from error
+    shared = ("name", "namespace", "runtime", "runtime_version", "gpus", "min_replicas")
+    shared += ("max_replicas", "service_account", "deployment_mode")
+    spec = load_config(
+        StudentService,
+        config,
+        set_ or [],
+        defaults={field: getattr(settings, field) for field in shared},
+        storage_uri=storage_uri,
+        name=name,
+        namespace=namespace,
+        canary_traffic_percent=canary,
+    )
+    given = "canary_traffic_percent" in spec.model_fields_set
+    if not given and spec.deployment_mode is DeploymentMode.SERVERLESS:
+        spec = spec.model_copy(update={"canary_traffic_percent": settings.canary_percent})
 
     if dry_run:
         manifest = to_manifest(build_inference_service(spec))

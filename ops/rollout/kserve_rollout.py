@@ -18,7 +18,6 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +35,11 @@ from kserve import (
 )
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel, Field, model_validator
 from urllib3.exceptions import HTTPError
 
 from ops.jobs.crd_schema import field_path, forbid_unknown_fields
 from ops.jobs.settings import K8sSettings
+from ops.rollout.service_spec import Protocol, StudentService
 from ops.rollout.settings import DeploymentMode
 
 VERSION_ANNOTATION = "relkd.io/student-version"
@@ -58,61 +57,8 @@ _SERIALIZER = ApiClient()
 POD_LABELS = {"app.kubernetes.io/name": "triton", "app.kubernetes.io/part-of": "relevance-kd"}
 
 
-class Protocol(StrEnum):
-    GRPC_V2 = "grpc-v2"
-    V2 = "v2"
-
-
 class RolloutError(RuntimeError):
     """A rollout step that cannot be done; the message says why and names the object."""
-
-
-class StudentService(BaseModel):
-    """One student version served by an InferenceService."""
-
-    # KServe derives <name>-predictor-<5 digits> revision names that must stay DNS labels.
-    name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,43}[a-z0-9])?$")
-    namespace: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-    storage_uri: str = Field(
-        pattern=r"^(s3|gs|pvc|hdfs|webhdfs|oci|hf|https?)://\S+$",
-        description="Triton model repository in object storage, e.g. s3://bucket/students/v3.",
-    )
-    version: str | None = Field(
-        None, max_length=63, description="Version label; default: the URI's last path segment."
-    )
-    runtime: str = "kserve-tritonserver"
-    runtime_version: str | None = None
-    protocol: Protocol = Protocol.GRPC_V2
-    gpus: int = Field(1, ge=0, le=16)
-    cpu: str = "1"
-    memory: str = "4Gi"
-    cpu_limit: str = "4"
-    memory_limit: str = "8Gi"
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, ge=1)
-    canary_traffic_percent: int | None = Field(
-        None, ge=0, le=100, description="Traffic to this version while the previous one stays."
-    )
-    service_account: str = "student-model-reader"
-    deployment_mode: DeploymentMode = DeploymentMode.SERVERLESS
-    gpu_node_selector: dict[str, str] = {"relkd.io/pool": "gpu"}
-
-    @model_validator(mode="after")
-    def _consistent(self) -> StudentService:
-        if self.max_replicas < self.min_replicas:
-            raise ValueError(
-                f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})"
-            )
-        if self.deployment_mode is DeploymentMode.RAW and self.canary_traffic_percent not in (
-            None,
-            100,
-        ):
-            raise ValueError(
-                "canary_traffic_percent: canary traffic needs the Serverless deployment mode"
-            )
-        if self.version is None:
-            self.version = self.storage_uri.rstrip("/").rsplit("/", 1)[-1]
-        return self
 
 
 def build_inference_service(spec: StudentService) -> V1beta1InferenceService:

@@ -39,7 +39,7 @@ def stored(emulator, name: str = "student", namespace: str = "ml") -> dict:
 def test_dry_run_prints_a_manifest_that_validates(k8s_settings) -> None:
     result = runner.invoke(
         cli.app,
-        ["deploy", "s3://models/students/v7", "--gpus", "2", "--canary", "20", "--dry-run"],
+        ["deploy", "s3://models/students/v7", "--set", "gpus=2", "--canary", "20", "--dry-run"],
     )
     assert result.exit_code == 0, result.output
     manifest = yaml.safe_load(result.stdout)
@@ -92,11 +92,12 @@ def test_validation_is_strict_about_unknown_fields(k8s_settings) -> None:
         (["s3://models/v1", "--canary", "150"], "canary_traffic_percent"),
         (["ftp://models/v1"], "storage_uri"),
         (["s3://models/v1", "--name", "Student_1"], "name"),
-        (["s3://models/v1", "--min-replicas", "5", "--max-replicas", "2"], "max_replicas"),
+        (["s3://models/v1", "--set", "min_replicas=5", "-s", "max_replicas=2"], "max_replicas"),
         (
-            ["s3://models/v1", "--deployment-mode", "RawDeployment", "--canary", "20"],
+            ["s3://models/v1", "--set", "deployment_mode=RawDeployment", "--canary", "20"],
             "canary_traffic_percent",
         ),
+        (["s3://models/v1", "--set", "deployment_mode=Raw"], "deployment_mode"),
     ],
 )
 def test_bad_input_names_the_field(args: list[str], field: str) -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from ops.cli import app as relkd
 from ops.jobs.launcher import RunSpec
+from ops.rollout.service_spec import StudentService
 from training.config_cli import ConfigError, config_fields, load_config
 from training.student.config import StudentKind, StudentTrainConfig
 from training.teacher.config import TeacherLabelConfig, TeacherTrainConfig
@@ -22,6 +23,7 @@ CONFIG_COMMANDS: dict[tuple[str, ...], type[BaseModel]] = {
     ("teacher", "train"): TeacherTrainConfig,
     ("teacher", "label"): TeacherLabelConfig,
     ("jobs", "submit"): RunSpec,
+    ("rollout", "deploy"): StudentService,
 }
 
 
