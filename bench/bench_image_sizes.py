@@ -79,6 +79,7 @@ def pip(venv: Path, *args: str) -> None:
 
 def measure(image: Image, work: Path, console: Console) -> dict:
     context = work / "context"
+    context.mkdir()
     for name in BUILD_CONTEXT:
         source = REPO_ROOT / name
         if source.is_dir():
