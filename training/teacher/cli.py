@@ -86,7 +86,11 @@ def label_command(
     except (OSError, ValueError) as error:
         source = "candidates" if resolved.candidates is not None else "dataset_dir"
         raise typer.BadParameter(str(error), param_hint=source) from error
-    labeler = TeacherLabeler.from_checkpoint(resolved.checkpoint, device=resolved.device)
+    try:
+        labeler = TeacherLabeler.from_checkpoint(resolved.checkpoint, device=resolved.device)
+    except (FileNotFoundError, ValueError) as error:
+        # Exit code 2: the Job's podFailurePolicy fails at once, a retry cannot fix it.
+        raise typer.BadParameter(str(error), param_hint="checkpoint") from error
     rows = []
     with Progress(transient=True) as progress:
         task = progress.add_task("teacher labeling", total=len(pairs))

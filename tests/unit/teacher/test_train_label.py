@@ -301,5 +301,9 @@ def test_cli_labels_generated_candidates_from_a_config_file(
 
     broken = tmp_path / "broken.jsonl"
     broken.write_text(candidates.read_text().splitlines()[0] + "\n{not json\n")
-    bad = CliRunner().invoke(app, ["label", "--config", str(config), "--candidates", str(broken)])
+    # Wide enough that the error panel does not wrap the long tmp paths.
+    wide = CliRunner(env={"COLUMNS": "1000"})
+    bad = wide.invoke(app, ["label", "--config", str(config), "--candidates", str(broken)])
     assert bad.exit_code == 2 and "broken.jsonl:2" in bad.output
+    no_teacher = wide.invoke(app, ["label", "--config", str(config), "--checkpoint", str(tmp_path)])
+    assert no_teacher.exit_code == 2 and "not a teacher checkpoint" in no_teacher.output
