@@ -245,10 +245,19 @@ class CatalogIndex:
     # Updates ----------------------------------------------------------------------
 
     def upsert(self, products: pa.Table | Sequence[Mapping[str, Any]]) -> str:
-        """Adds new products and replaces changed ones; returns the new index version."""
+        """Adds new products and replaces changed ones; returns the new index version.
+
+        Idempotent: a product identical to the one indexed is left alone, so applying
+        the same change twice (a redelivered or retried message) changes nothing.
+        """
         table = _as_products_table(products)
         rows = table.to_pylist()
         validate_products(rows, unique_ids=True)
+        with self._lock:
+            changed = [i for i, p in enumerate(rows) if not self._holds(p)]
+        if len(changed) < len(rows):
+            table = table.take(pa.array(changed, type=pa.int64()))
+            rows = [rows[i] for i in changed]
         if not rows:
             return self.version
         texts = [index_text(p) for p in rows]
@@ -273,6 +282,11 @@ class CatalogIndex:
                 self.version, *(f"{p['product_id']}\t{t}" for p, t in zip(rows, texts, strict=True))
             )
             return self.version
+
+    def _holds(self, product: Mapping[str, Any]) -> bool:
+        """Whether `product` is indexed exactly as given."""
+        row = self._row_of.get(product["product_id"])
+        return row is not None and self.products.slice(row, 1).to_pylist()[0] == product
 
     def _compact(self) -> None:
         keep = np.flatnonzero(self.alive)

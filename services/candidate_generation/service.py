@@ -337,10 +337,9 @@ def build_server(
     )
 
 
-def start_relabel_consumer(
-    engine: CandidateEngine, settings: Settings, publisher: bus.Publisher
-) -> tuple[bus.ConsumerLoop, threading.Thread]:
-    """Runs the relabel-request consumer group on a background thread."""
+def relabel_consumer(engine: CandidateEngine, settings: Settings) -> bus.BackgroundConsumer:
+    """The relabel-request consumer group, to run in the background (not started yet)."""
+    publisher = bus.Publisher(settings)
     loop = bus.ConsumerLoop(
         settings,
         RELABEL_REQUESTS,
@@ -348,9 +347,7 @@ def start_relabel_consumer(
         RelabelHandler(engine, publisher),
         publisher,
     )
-    worker = threading.Thread(target=loop.run, name="relabel-consumer", daemon=True)
-    worker.start()
-    return loop, worker
+    return bus.BackgroundConsumer(loop, publisher, "relabel-consumer")
 
 
 async def serve(settings: Settings) -> None:
@@ -358,18 +355,9 @@ async def serve(settings: Settings) -> None:
     engine = CandidateEngine.from_settings(CandidateSettings())
     server = build_server(engine, settings)
     metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
-    consumer: tuple[bus.ConsumerLoop, threading.Thread] | None = None
-    publisher: bus.Publisher | None = None
+    consumers: list[bus.BackgroundConsumer] = []
     if settings.kafka_bootstrap:
-        publisher = bus.Publisher(settings)
-        consumer = start_relabel_consumer(engine, settings, publisher)
+        consumers.append(relabel_consumer(engine, settings))
     else:
         log.warning("relabel consumer not started: RELKD_KAFKA_BOOTSTRAP is empty")
-
-    async def drain() -> None:
-        if consumer is not None and publisher is not None:
-            consumer[0].stop()
-            await asyncio.to_thread(consumer[1].join)
-            publisher.close()
-
-    await server.serve_until_signal(on_stop=drain)
+    await server.serve_until_signal(background=consumers)

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.core import metrics
+from services.core import bus, metrics
 from services.core.grpc_security import TokenAuthenticator, authenticator, server_credentials
 from services.core.settings import Settings
 
@@ -53,6 +53,10 @@ class Unavailable(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class BackgroundFailure(RuntimeError):
+    """A service's background consumer died: the process exits non-zero to be restarted."""
 
 
 def require(condition: bool, field: str, problem: str) -> None:
@@ -271,6 +275,9 @@ class GrpcServer:
     ) -> None:
         self.services = list(services)
         self.grace_s = grace_s
+        # SO_REUSEPORT off: a second server on a taken port must fail, not silently share
+        # the port's traffic with the first.
+        options = [("grpc.so_reuseport", 0), *options]
         self.server = grpc.aio.server(
             interceptors=[_ObservabilityInterceptor(auth)], options=options
         )
@@ -288,13 +295,22 @@ class GrpcServer:
             self.server,
         )
         self.tls = tls is not None
-        self.port = (
-            self.server.add_secure_port(f"{host}:{port}", tls)
-            if tls is not None
-            else self.server.add_insecure_port(f"{host}:{port}")
-        )
+        try:
+            self.port = (
+                self.server.add_secure_port(f"{host}:{port}", tls)
+                if tls is not None
+                else self.server.add_insecure_port(f"{host}:{port}")
+            )
+        except RuntimeError as exc:
+            self.port = 0
+            cause: BaseException | None = exc
+        else:
+            cause = None
         if self.port == 0:
-            raise OSError(f"could not bind gRPC server to {host}:{port}")
+            raise OSError(
+                f"could not bind gRPC server to {host}:{port}: the port is in use (another "
+                "server running?) or the address is not local"
+            ) from cause
         self.address = f"{host}:{self.port}"
 
     @classmethod
@@ -333,16 +349,55 @@ class GrpcServer:
         await self.server.stop(self.grace_s)
 
     async def serve_until_signal(
-        self, on_stop: Callable[[], Awaitable[None]] | None = None
+        self,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+        background: Sequence[bus.BackgroundConsumer] = (),
+        background_stop_s: float = 60.0,
     ) -> None:
-        """Starts, waits for SIGINT/SIGTERM, then stops gracefully (running `on_stop` first)."""
-        await self.start()
+        """Starts (with the `background` consumers), waits for SIGINT/SIGTERM, then stops
+        gracefully: NOT_SERVING, `on_stop`, the consumers, in-flight RPCs.
+
+        A consumer whose batch keeps failing transiently turns health NOT_SERVING until
+        it recovers; a consumer that dies stops the server and raises BackgroundFailure,
+        so the process exits non-zero and its supervisor restarts it.
+        """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Installed before anything starts: a SIGTERM during start-up is a clean stop too.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        died: list[tuple[str, BaseException]] = []
+        health_updates: set[asyncio.Task[None]] = set()  # referenced until done
+
+        def report_health(healthy: bool) -> None:
+            if not died and not stop.is_set():
+                status = health_pb2.HealthCheckResponse.SERVING
+                if not healthy:
+                    status = health_pb2.HealthCheckResponse.NOT_SERVING
+                task = loop.create_task(self._set_status(status))
+                health_updates.add(task)
+                task.add_done_callback(health_updates.discard)
+
+        def report_death(name: str, exc: BaseException) -> None:
+            died.append((name, exc))
+            stop.set()
+
+        for consumer in background:
+            consumer.start(
+                on_health=lambda healthy: loop.call_soon_threadsafe(report_health, healthy),
+                on_death=lambda exc, name=consumer.name: loop.call_soon_threadsafe(
+                    report_death, name, exc
+                ),
+            )
         await stop.wait()
-        log.info("stopping", extra={"address": self.address})
+        log.info("stopping", extra={"address": self.address, "failed": [n for n, _ in died]})
+        await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         if on_stop is not None:
             await on_stop()
+        for consumer in background:
+            await asyncio.to_thread(consumer.stop, background_stop_s)
         await self.stop()
+        if died:
+            name, exc = died[0]
+            raise BackgroundFailure(f"background consumer {name} died: {exc!r}") from exc

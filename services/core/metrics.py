@@ -1,7 +1,7 @@
 """Prometheus metrics shared by every service.
 
 Per RPC: request counts by status code and latency histograms. Per topic: messages
-processed, failed (retried) and dead-lettered by each consumer group.
+processed, failed (isolated or retried) and dead-lettered by each consumer group.
 """
 
 from __future__ import annotations
@@ -25,12 +25,21 @@ BATCH_FAILURES = Counter(
     "Consumed batches whose processing raised and were retried message by message.",
     ["topic", "group"],
 )
-CONSUMER_LAG = Gauge(
-    "relkd_kafka_consumer_lag",
-    "Messages waiting behind the last batch in its partitions (queue depth).",
+BATCH_RETRIES = Counter(
+    "relkd_kafka_batch_retries_total",
+    "Consumed batches that failed transiently (broker, Triton, out of memory) and were "
+    "retried whole after a backoff, uncommitted.",
     ["topic", "group"],
 )
-PUBLISHED = Counter("relkd_kafka_published_total", "Messages published.", ["topic"])
+CONSUMER_LAG = Gauge(
+    "relkd_kafka_consumer_lag",
+    "Messages waiting behind the last batch in its partitions (queue depth); NaN when "
+    "the broker's end offsets are provably wrong (behind consumed records).",
+    ["topic", "group"],
+)
+PUBLISHED = Counter(
+    "relkd_kafka_published_total", "Messages published and acknowledged.", ["topic"]
+)
 
 
 def start_metrics_server(port: int, host: str) -> None:

@@ -62,6 +62,34 @@ class Settings(BaseSettings):
     kafka_sasl_password_file: Path | None = Field(
         None, description="File holding the SASL password (mounted from a Secret)."
     )
+    kafka_request_timeout_ms: int = Field(
+        10000,
+        description="Bound on every blocking Kafka call (a request, a commit, a close, a "
+        "send waiting for metadata): a paused or unreachable broker fails the call "
+        "instead of wedging the consumer loop.",
+    )
+    kafka_delivery_timeout_ms: int = Field(
+        30000,
+        description="Longest time a published message may take to be acknowledged, "
+        "retries included; a consumer's flush waits at most this long, then its batch "
+        "fails and is retried (never committed).",
+    )
+    kafka_max_message_bytes: int = Field(
+        1048576,
+        description="Largest message the bus handles (Kafka's default max.message.bytes). "
+        "A consumed message above it is dead-lettered as a reference (topic, partition, "
+        "offset, size) without its payload; a dead letter never carries a payload that "
+        "would exceed it.",
+    )
+    bus_retry_backoff_s: float = Field(
+        0.5,
+        description="First wait before a batch that failed transiently (broker, Triton, "
+        "out of memory) is retried; doubles per attempt. Its partitions stay paused and "
+        "uncommitted meanwhile.",
+    )
+    bus_retry_backoff_max_s: float = Field(
+        30.0, description="Longest wait between two retries of a transiently failed batch."
+    )
     topic_partitions: int = Field(
         4, description="Partitions of each topic when the platform creates it."
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -131,11 +130,13 @@ def materialize(
     writer = LabelShardWriter(dataset_dir)
     publisher = bus.Publisher(settings)
     loop = bus.ConsumerLoop(settings, LABELS, group, writer, publisher)
-    thread = threading.Thread(target=loop.run, name="materializer", daemon=True)
-    thread.start()
+    consumer = bus.BackgroundConsumer(loop, publisher, "materializer")
+    consumer.start()
     seen, last_change, started = -1, time.monotonic(), time.monotonic()
     try:
         while time.monotonic() - started < timeout_s:
+            if consumer.error is not None:
+                raise RuntimeError("the label consumer died") from consumer.error
             handled = loop.processed + loop.dead_lettered
             if handled != seen:
                 seen, last_change = handled, time.monotonic()
@@ -145,7 +146,5 @@ def materialize(
                 break
             time.sleep(0.2)
     finally:
-        loop.stop()
-        thread.join()
-        publisher.close()
+        consumer.stop()
     return compact(dataset_dir)

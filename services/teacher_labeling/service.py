@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -187,6 +186,8 @@ class CandidateLabelingHandler:
             return "query_id: must not be empty"
         if not batch.query.strip():
             return "query: must not be empty"
+        if not batch.products:
+            return "products: must hold at least one product"
         try:
             validate_products(batch.products)
         except InvalidProduct as error:
@@ -239,9 +240,7 @@ async def serve(settings: Settings) -> None:
         settings.teacher_labeling_port,
     )
     metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
-    loop: bus.ConsumerLoop | None = None
-    worker: threading.Thread | None = None
-    publisher: bus.Publisher | None = None
+    consumers: list[bus.BackgroundConsumer] = []
     if labeler is not None and settings.kafka_bootstrap:
         publisher = bus.Publisher(settings)
         loop = bus.ConsumerLoop(
@@ -251,18 +250,10 @@ async def serve(settings: Settings) -> None:
             CandidateLabelingHandler(labeler, publisher),
             publisher,
         )
-        worker = threading.Thread(target=loop.run, name="labeling-worker", daemon=True)
-        worker.start()
+        consumers.append(bus.BackgroundConsumer(loop, publisher, "labeling-worker"))
     else:
         log.warning(
             "labeling workers not started",
             extra={"model": labeler is not None, "kafka": bool(settings.kafka_bootstrap)},
         )
-
-    async def drain() -> None:
-        if loop is not None and worker is not None and publisher is not None:
-            loop.stop()
-            await asyncio.to_thread(worker.join)
-            publisher.close()
-
-    await server.serve_until_signal(on_stop=drain)
+    await server.serve_until_signal(background=consumers)

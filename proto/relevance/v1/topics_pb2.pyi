@@ -94,7 +94,7 @@ class Disagreement(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., query: _Optional[str] = ..., product_id: _Optional[str] = ..., student_score: _Optional[float] = ..., teacher_score: _Optional[float] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
-    __slots__ = ("meta", "source_topic", "source_partition", "source_offset", "source_key", "payload", "reason", "error_type", "consumer_group")
+    __slots__ = ("meta", "source_topic", "source_partition", "source_offset", "source_key", "payload", "reason", "error_type", "consumer_group", "payload_size")
     META_FIELD_NUMBER: _ClassVar[int]
     SOURCE_TOPIC_FIELD_NUMBER: _ClassVar[int]
     SOURCE_PARTITION_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class DeadLetter(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_GROUP_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SIZE_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.EventMeta
     source_topic: str
     source_partition: int
@@ -113,4 +114,5 @@ class DeadLetter(_message.Message):
     reason: str
     error_type: str
     consumer_group: str
-    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., source_topic: _Optional[str] = ..., source_partition: _Optional[int] = ..., source_offset: _Optional[int] = ..., source_key: _Optional[bytes] = ..., payload: _Optional[bytes] = ..., reason: _Optional[str] = ..., error_type: _Optional[str] = ..., consumer_group: _Optional[str] = ...) -> None: ...
+    payload_size: int
+    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., source_topic: _Optional[str] = ..., source_partition: _Optional[int] = ..., source_offset: _Optional[int] = ..., source_key: _Optional[bytes] = ..., payload: _Optional[bytes] = ..., reason: _Optional[str] = ..., error_type: _Optional[str] = ..., consumer_group: _Optional[str] = ..., payload_size: _Optional[int] = ...) -> None: ...

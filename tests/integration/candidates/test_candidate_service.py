@@ -29,7 +29,7 @@ from services.candidate_generation.queries import simulator_queries
 from services.candidate_generation.service import (
     CandidateEngine,
     build_server,
-    start_relabel_consumer,
+    relabel_consumer,
 )
 from services.candidate_generation.settings import CandidateSettings
 from services.core import bus
@@ -182,7 +182,8 @@ def test_relabel_requests_of_both_kinds_emit_candidates(
         attributes={"color": "emerald"},
     )
     publisher = bus.Publisher(settings)
-    loop, worker = start_relabel_consumer(engine, settings, publisher)
+    consumer = relabel_consumer(engine, settings)
+    consumer.start()
     try:
         requests = [
             topics_pb2.RelabelRequest(
@@ -206,8 +207,7 @@ def test_relabel_requests_of_both_kinds_emit_candidates(
 
         batches = read_batches(kafka_broker, done)
     finally:
-        loop.stop()
-        worker.join(30)
+        consumer.stop(30)
         publisher.close()
     assert done(batches)
     by_key = dict(batches)

@@ -64,7 +64,7 @@ def test_poison_and_invalid_messages_are_dead_lettered_with_reason(
 
     def handler(deliveries):
         if any(d.message.query_id.endswith("crash") for d in deliveries):
-            raise RuntimeError("teacher ran out of memory")
+            raise ValueError("price is not a number")
         rejections = []
         for d in deliveries:
             if d.message.query_id.endswith("invalid"):
@@ -85,14 +85,97 @@ def test_poison_and_invalid_messages_are_dead_lettered_with_reason(
     assert sorted(q for q in handled if q.startswith(run)) == [f"{run}-ok1", f"{run}-ok2"]
     letters = [m for m in read_topic(DLQ, expect=3) if m.consumer_group == f"dlq-{run}"]
     by_reason = {m.error_type: m for m in letters}
-    assert set(by_reason) == {"DecodeError", "ValidationError", "RuntimeError"}
+    assert set(by_reason) == {"DecodeError", "ValidationError", "ValueError"}
     assert by_reason["DecodeError"].payload == b"\xff\xff\xff not protobuf"
     assert "is not a relevance.v1.CandidateBatch" in by_reason["DecodeError"].reason
     assert by_reason["ValidationError"].reason == "query: must not be empty"
-    assert "teacher ran out of memory" in by_reason["RuntimeError"].reason
-    crashed = topics_pb2.CandidateBatch.FromString(by_reason["RuntimeError"].payload)
+    assert "price is not a number" in by_reason["ValueError"].reason
+    crashed = topics_pb2.CandidateBatch.FromString(by_reason["ValueError"].payload)
     assert crashed.query_id == f"{run}-crash"
     assert all(m.source_topic == CANDIDATES.name and m.source_offset >= 0 for m in letters)
+    assert by_reason["ValueError"].payload_size == len(by_reason["ValueError"].payload)
+
+
+def test_transient_failures_are_retried_whole_never_dead_lettered(
+    settings: Settings, read_topic
+) -> None:
+    """Triton down, the teacher out of memory: the batch waits and is retried, uncommitted."""
+    run = uuid.uuid4().hex[:8]
+    fast = settings.model_copy(update={"bus_retry_backoff_s": 0.05})
+    publisher = bus.Publisher(fast)
+    ids = [f"{run}-{i}" for i in range(6)]
+    for qid in ids:
+        publisher.publish(CANDIDATES, "one-partition", candidate(qid))
+    publisher.flush()
+
+    failures = [TimeoutError("triton did not answer"), RuntimeError("CUDA out of memory")]
+    handled: list[str] = []
+    health: list[bool] = []
+
+    def flaky(deliveries):
+        if failures:
+            raise failures.pop(0)
+        handled.extend(d.message.query_id for d in deliveries if d.message.query_id.startswith(run))
+        return []
+
+    loop = bus.ConsumerLoop(fast, CANDIDATES, f"transient-{run}", flaky, publisher)
+    loop.on_health = health.append
+    thread = run_loop_in_thread(loop)
+    deadline = time.monotonic() + 30
+    while len(handled) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    loop.stop()
+    thread.join(15)
+    publisher.close()
+    assert handled == ids  # each once, in order: nothing skipped, nothing repeated
+    assert loop.retries == 2
+    assert health == [False, True]  # unhealthy while retrying, healthy once committed
+    # The topic holds other tests' poison: only a letter about our messages would be wrong.
+    ours = [m for m in read_topic(DLQ, expect=0, timeout_s=1) if m.consumer_group.endswith(run)]
+    assert not [m for m in ours if m.error_type not in ("DecodeError", "EmptyPayload")]
+
+
+def test_empty_and_oversized_messages_are_dead_lettered_by_reference(
+    settings: Settings, read_topic
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    small = settings.model_copy(update={"kafka_max_message_bytes": 64 * 1024})
+    publisher = bus.Publisher(settings)  # the default limit lets the big one through
+    big = candidate(f"{run}-big")
+    big.query = "x" * 200_000
+    publisher.publish(CANDIDATES, "k", big)
+    publisher.publish_raw(CANDIDATES.name, b"k", b"")
+    publisher.publish(CANDIDATES, "k", candidate(f"{run}-ok"))
+    publisher.flush()
+
+    handled: list[str] = []
+
+    def handler(deliveries):
+        handled.extend(d.message.query_id for d in deliveries)
+        return []
+
+    group = f"size-{run}"
+    loop = bus.ConsumerLoop(small, CANDIDATES, group, handler, bus.Publisher(small))
+    thread = run_loop_in_thread(loop)
+    deadline = time.monotonic() + 30
+    while f"{run}-ok" not in handled and time.monotonic() < deadline:
+        time.sleep(0.1)
+    loop.stop()
+    thread.join(15)
+    publisher.close()
+    assert f"{run}-big" not in handled and f"{run}-ok" in handled
+    letters = {
+        m.error_type: m
+        for m in read_topic(DLQ, expect=2)
+        # The topic also holds the earlier tests' undecodable poison.
+        if m.consumer_group == group and m.error_type != "DecodeError"
+    }
+    assert set(letters) == {"MessageTooLarge", "EmptyPayload"}
+    oversized = letters["MessageTooLarge"]
+    assert oversized.payload == b"" and oversized.payload_size > 200_000
+    assert f"{CANDIDATES.name}/{oversized.source_partition}/{oversized.source_offset}" in (
+        oversized.reason
+    )
 
 
 def test_killed_consumer_loses_nothing_and_replacement_resumes(

@@ -92,6 +92,19 @@ def test_upsert_replaces_changed_and_adds_new_products(index: CatalogIndex) -> N
     assert all(index.alive[h.row] for h in hits) and _ids(hits).count("p000") == 1
 
 
+def test_upsert_applied_twice_changes_nothing_the_second_time(index: CatalogIndex) -> None:
+    # A redelivered ProductChanged (at-least-once) must not grow the index again.
+    change = [
+        {"product_id": "p001", "title": "Zebra striped beanbag chair", "product_type": "beanbag"},
+        {"product_id": "n002", "title": "Giraffe print floor cushion", "product_type": "cushion"},
+    ]
+    version = index.upsert(change)
+    rows = len(index.alive)
+    assert index.upsert(change) == version
+    assert len(index.alive) == rows and len(index) == 91
+    assert index.upsert([{**change[0], "title": "Zebra striped beanbag"}]) != version
+
+
 def test_upsert_compacts_after_many_replacements(
     index: CatalogIndex, catalog: list[dict[str, Any]]
 ) -> None:
