@@ -17,7 +17,7 @@ from ops.jobs import validate_cli
 from ops.rollout import cli as rollout_cli
 from services import serve
 from services.candidate_generation import cli as candidates_cli
-from services.core import broker
+from services.core import broker, dead_letters
 from services.label_store import cli as label_store_cli
 from training import eval_cli
 from training.data import cli as data_cli
@@ -48,3 +48,4 @@ app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(validate_cli.app, name="k8s")
 app.add_typer(rollout_cli.app, name="rollout")
 app.add_typer(certs.app, name="certs")
+app.add_typer(dead_letters.app, name="dlq")

@@ -2,8 +2,9 @@
 
 `relkd serve NAME` runs one service in the foreground (what a container runs);
 `relkd up` runs them all on one machine, each in its own process, restarting a
-crashed one (a bounded number of times) and stopping all of them, by PID, on
-Ctrl-C/SIGTERM.
+crashed one, Triton included (a bounded number of times), and stopping all of them,
+by PID, on Ctrl-C/SIGTERM, even one that arrives while they are still starting.
+Every child dies with `relkd up`, even a SIGKILLed one (see services.core.process).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import grpc
 import typer
@@ -32,6 +33,9 @@ from services.core.grpc_security import client_channel
 from services.core.logging import configure_logging
 from services.core.settings import Settings, get_settings
 from services.serve import SERVICES, ServiceSpec
+
+if TYPE_CHECKING:
+    from services.student_inference.triton_runtime import TritonServer
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +89,11 @@ class Stack:
         settings: Settings,
         extra_env: Mapping[str, str] | None = None,
         max_restarts: int = 3,
+        triton: TritonServer | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.triton = triton
+        self.triton_restarts = 0
         self.settings = settings
         self.max_restarts = max_restarts
         self.log_dir = settings.data_dir / "logs"
@@ -127,7 +134,14 @@ class Stack:
             raise TimeoutError(f"not SERVING after {timeout_s}s: {', '.join(sorted(pending))}")
 
     def supervise_once(self) -> None:
-        """Restarts children that died, up to `max_restarts` each."""
+        """Restarts children that died, Triton included, up to `max_restarts` each."""
+        if self.triton is not None and not self.triton.is_running():
+            if self.triton_restarts >= self.max_restarts:
+                raise RuntimeError("tritonserver keeps exiting")
+            log.warning("restarting tritonserver", extra={"restarts": self.triton_restarts})
+            self.triton_restarts += 1
+            # Same ports: student-inference reconnects without a restart of its own.
+            self.triton.restart()
         for name, child in self.children.items():
             code = child.process.poll()
             if code is None:
@@ -158,17 +172,19 @@ def running_stack(
     env = dict(extra_env or {})
     with contextlib.ExitStack() as exits:
         bootstrap = exits.enter_context(kafka_for_stack())
+        triton = None
         if triton_repository is not None:
-            env.update(exits.enter_context(_triton(triton_repository)))
-        stack = Stack(bootstrap, settings, env)
+            triton, triton_env = exits.enter_context(_triton(triton_repository))
+            env.update(triton_env)
+        stack = Stack(bootstrap, settings, env, triton=triton)
         exits.callback(stack.stop)
         stack.start(timeout_s)
         yield stack
 
 
 @contextlib.contextmanager
-def _triton(repository: Path) -> Iterator[dict[str, str]]:
-    """A real Triton serving the student of `repository`; yields student-inference's env."""
+def _triton(repository: Path) -> Iterator[tuple[TritonServer, dict[str, str]]]:
+    """A real Triton serving the student of `repository`, and student-inference's env."""
     from services.student_inference.backends import TritonBackendSettings, triton_env
     from services.student_inference.triton_runtime import TritonServer
 
@@ -182,7 +198,7 @@ def _triton(repository: Path) -> Iterator[dict[str, str]]:
             )
         model = models[0]
     with TritonServer(repository, model_control="explicit", load_models=(model,)) as server:
-        yield triton_env(server, model)
+        yield server, triton_env(server, model)
 
 
 def up_command(
@@ -198,31 +214,39 @@ def up_command(
     ] = None,
 ) -> None:
     """Start the broker, Triton (with --triton-repository) and the services; Ctrl-C stops all."""
+    # First: a stop request while things are still starting must stop what started.
+    _stop_on_signal()
     configure_logging("relkd-up", get_settings().log_level)
     started = time.monotonic()
-    with running_stack(timeout_s=timeout, triton_repository=triton_repository) as stack:
-        typer.echo(f"kafka               {stack.bootstrap}")
-        if "RELKD_TRITON_URL" in stack.env:
-            typer.echo(f"triton              {stack.env['RELKD_TRITON_URL']}  READY")
-        for name in SERVICES:
-            typer.echo(f"{name:<20}{stack.address(name)}  SERVING")
-        typer.echo(
-            f"all SERVING in {time.monotonic() - started:.1f}s; "
-            f"logs in {stack.log_dir}; Ctrl-C stops"
-        )
-        _supervise_until_signal(stack)
-
-
-def _supervise_until_signal(stack: Stack) -> None:
-    stop: list[int] = []
-    previous = {
-        s: signal.signal(s, lambda signum, _f: stop.append(signum))
-        for s in (signal.SIGINT, signal.SIGTERM)
-    }
     try:
-        while not stop:
-            stack.supervise_once()
-            time.sleep(0.5)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        with running_stack(timeout_s=timeout, triton_repository=triton_repository) as stack:
+            typer.echo(f"kafka               {stack.bootstrap}")
+            if "RELKD_TRITON_URL" in stack.env:
+                typer.echo(f"triton              {stack.env['RELKD_TRITON_URL']}  READY")
+            for name in SERVICES:
+                typer.echo(f"{name:<20}{stack.address(name)}  SERVING")
+            typer.echo(
+                f"all SERVING in {time.monotonic() - started:.1f}s; "
+                f"logs in {stack.log_dir}; Ctrl-C stops"
+            )
+            while True:
+                stack.supervise_once()
+                time.sleep(0.5)
+    except StopRequested as stop:
+        log.info("stopped", extra={"signal": signal.Signals(stop.args[0]).name})
+
+
+class StopRequested(BaseException):
+    """SIGINT/SIGTERM reached `relkd up`: unwinds whatever it was doing, stopping all."""
+
+
+def _stop_on_signal() -> None:
+    """SIGINT/SIGTERM raise StopRequested once (later ones are ignored while stopping)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise StopRequested(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)

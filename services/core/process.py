@@ -3,23 +3,51 @@
 Each runs in its own session (process group): a Ctrl-C in the terminal reaches only
 the parent, which then stops its children in order. A stop asks the child itself
 (SIGTERM to its PID, so Triton can shut its Python-backend stubs down cleanly) and,
-after the grace period, kills the whole group, forks included.
+after the grace period, kills the whole group, forks included; once the child is gone
+its group is swept too, so nothing it forked outlives it.
+
+A child also dies with its parent, even a SIGKILLed one: the kernel sends it SIGTERM
+when the parent dies (``PR_SET_PDEATHSIG``), so `relkd up` or a Triton runtime that is
+killed leaves no orphan holding ports.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+# Resolved before any fork: the child only calls it (a pre-exec hook must not load
+# libraries or take locks, since the parent may have other threads).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    def hook() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before the hook ran
+            os._exit(1)
+
+    return hook
 
 
 def spawn(
     command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``command`` in a new session, stdout and stderr appended to ``log_path``."""
+    """Start ``command`` in a new session, stdout and stderr appended to ``log_path``.
+
+    The child gets SIGTERM when this process dies, however it dies. The death signal
+    follows the thread that spawned the child: spawn from a thread that lives as long
+    as the child should (the main thread).
+    """
     with log_path.open("ab") as log:
         return subprocess.Popen(
             list(command),
@@ -27,7 +55,14 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=None if env is None else dict(env),
             start_new_session=True,
+            preexec_fn=_die_with(os.getpid()),
         )
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL whatever is left of the child's process group (e.g. forks of a dead child)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def terminate(process: subprocess.Popen[bytes]) -> None:
@@ -37,12 +72,17 @@ def terminate(process: subprocess.Popen[bytes]) -> None:
 
 
 def wait_or_kill(process: subprocess.Popen[bytes], grace_s: float) -> int:
-    """Wait up to ``grace_s`` for the exit, then SIGKILL the group; returns the exit code."""
+    """Wait up to ``grace_s`` for the exit, then SIGKILL the group; returns the exit code.
+
+    The group is swept either way: a child that exited may leave forks behind.
+    """
     try:
-        return process.wait(grace_s)
+        code = process.wait(grace_s)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_group(process)
         return process.wait()
+    kill_group(process)
+    return code
 
 
 def stop(process: subprocess.Popen[bytes], grace_s: float) -> int:

@@ -228,7 +228,8 @@ class TritonServer:
         self.install.check()
         if not self.model_repository.is_dir():
             raise FileNotFoundError(f"model repository {self.model_repository} does not exist")
-        self.http_port, self.grpc_port, self.metrics_port = (free_port() for _ in range(3))
+        if not self.grpc_port:  # a restart keeps the ports its clients know
+            self.http_port, self.grpc_port, self.metrics_port = (free_port() for _ in range(3))
         if self.log_path is None:
             handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
             os.close(handle)
@@ -263,8 +264,18 @@ class TritonServer:
         with self.client() as client:
             client.unload_model(name)
 
+    def restart(self) -> Self:
+        """A fresh server on the same ports (clients reconnect), once whatever is left of
+        the old one (its Python-backend stubs, if it was killed) is gone."""
+        self.stop()
+        return self.start()
+
     def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after the grace period; returns the exit code."""
+        """SIGTERM, then SIGKILL after the grace period; returns the exit code.
+
+        The process group is swept in any case, so the stubs of a server that was
+        killed do not outlive it.
+        """
         child, self._process = self._process, None
         if child is None:
             return None

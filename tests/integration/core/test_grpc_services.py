@@ -110,3 +110,25 @@ def test_teacher_without_model_and_graceful_stop() -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(15) == 0, "SIGTERM must stop the service cleanly"
+
+
+def test_a_second_server_on_a_taken_port_fails_clearly(student_inference: str) -> None:
+    """SO_REUSEPORT is off: two servers never split one port's traffic between them."""
+    port = int(student_inference.rsplit(":", 1)[1])
+    second = subprocess.Popen(
+        [sys.executable, "-m", "ops", "serve", "student-inference"],
+        env={**os.environ, "RELKD_STUDENT_INFERENCE_PORT": str(port)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        code = second.wait(60)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    assert code != 0
+    assert f"could not bind gRPC server to 127.0.0.1:{port}: the port is in use" in (
+        second.stderr.read().decode()
+    )
+    assert health_status(student_inference) == "SERVING"

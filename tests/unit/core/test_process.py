@@ -51,3 +51,43 @@ def test_stop_lets_a_cooperative_child_exit_cleanly(tmp_path: Path):
     child = process.spawn(_python(code), log)
     process.wait_ready(child, lambda: "armed" in log.read_text(), what="child", timeout_s=30)
     assert process.stop(child, grace_s=10) == 0
+
+
+def test_a_child_dies_with_its_sigkilled_parent(tmp_path: Path):
+    """`relkd up` or a Triton runtime killed with SIGKILL leaves no orphan behind."""
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    parent_code = (
+        "import sys, time; from pathlib import Path; from services.core import process\n"
+        f"child = process.spawn([sys.executable, '-c', 'import time; time.sleep(60)'], "
+        f"Path({str(tmp_path / 'child.log')!r}))\n"
+        "print(child.pid, flush=True); time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(_python(parent_code), stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(parent.stdout.readline()))
+    assert child.is_running()
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    psutil.wait_procs([child], timeout=10)
+    assert not child.is_running()
+
+
+def test_stop_sweeps_what_the_child_forked(tmp_path: Path):
+    import psutil
+
+    log = tmp_path / "child.log"
+    code = (
+        "import os, subprocess, sys, time\n"
+        "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(grandchild.pid, flush=True); time.sleep(60)\n"
+    )
+    child = process.spawn(_python(code), log)
+    process.wait_ready(child, lambda: log.read_text().strip() != "", what="child", timeout_s=30)
+    grandchild = psutil.Process(int(log.read_text().split()[0]))
+    process.stop(child, grace_s=5)
+    psutil.wait_procs([grandchild], timeout=10)
+    assert not grandchild.is_running()
