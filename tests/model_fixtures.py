@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -15,6 +17,7 @@ from transformers import (
     BertConfig,
     BertModel,
     LlamaConfig,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
@@ -133,6 +136,14 @@ def _bpe_tokenizer(with_unk: bool) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
 
 
+def _seeded(build: Callable[[], PreTrainedModel]) -> PreTrainedModel:
+    """The same random weights in every session (the teacher's pinned-run test needs
+    them), without touching the global RNG other tests draw from."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build()
+
+
 @pytest.fixture(scope="session")
 def llama_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("llama")
@@ -148,7 +159,7 @@ def llama_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    _seeded(lambda: AutoModelForCausalLM.from_config(config)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -168,7 +179,7 @@ def qwen_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    _seeded(lambda: AutoModelForCausalLM.from_config(config)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -187,6 +198,6 @@ def bert_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=2,
         max_position_embeddings=256,
     )
-    BertModel(config).save_pretrained(path)
+    _seeded(lambda: BertModel(config)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

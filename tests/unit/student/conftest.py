@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from contracts import schema
@@ -37,7 +38,10 @@ def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    BertModel(config).save_pretrained(path)
+    # Seeded: the pinned-run test needs the same starting weights in every session.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(default_base_model()).save_pretrained(path)
     return str(path)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,6 +54,83 @@ def checkpoints(tmp_path_factory, tiny_dataset, bert_backbone, llama_backbone, q
             llama_backbone, tiny_dataset, root / "gen", kind="generative", template="title"
         ),
     }
+
+
+# The dev metrics of the four runs above, recorded at commit 93b7d93 before the trainer
+# moved onto the shared training loop (training/loop.py): a refactor of the loop must
+# not change a batch, a dropout mask, an optimizer step or an evaluation. Re-record
+# only for a change meant to change training, and say so in its commit
+# (RELKD_PRINT_PIN=1 pytest -s prints the new numbers). The tolerance
+# is float noise; any real change moves these by orders of magnitude more.
+PINNED: dict[str, dict[str, float]] = {
+    "bert": {
+        "4.accuracy": 0.6111111111111112,
+        "4.ece": 0.3470284014803348,
+        "4.ndcg@10": 0.4895060058085101,
+        "4.nll": 1.3644402663687134,
+        "4.step": 4.0,
+        "dev.accuracy": 0.6111111111111112,
+        "dev.ece": 0.06212576607422127,
+        "dev.ndcg@10": 0.5137898235245908,
+        "dev.nll": 1.1809836013128867,
+        "temperature": 0.05667868592241452,
+        "steps": 4,
+    },
+    "llama": {
+        "4.accuracy": 0.6111111111111112,
+        "4.ece": 0.2730802444360416,
+        "4.ndcg@10": 0.4836911694428499,
+        "4.nll": 1.2683686464489254,
+        "4.step": 4.0,
+        "dev.accuracy": 0.6111111111111112,
+        "dev.ece": 0.057033130589037584,
+        "dev.ndcg@10": 0.5102359783434308,
+        "dev.nll": 1.1650871085999839,
+        "temperature": 0.319779257788839,
+        "steps": 4,
+    },
+    "qwen": {
+        "4.accuracy": 0.6111111111111112,
+        "4.ece": 0.29401953865069563,
+        "4.ndcg@10": 0.5112929446191705,
+        "4.nll": 1.3011866621355475,
+        "4.step": 4.0,
+        "dev.accuracy": 0.6111111111111112,
+        "dev.ece": 0.18887964866708715,
+        "dev.ndcg@10": 0.6366094379512245,
+        "dev.nll": 1.2189363259645292,
+        "temperature": 0.29904149207527336,
+        "steps": 4,
+    },
+    "llama-generative": {
+        "8.accuracy": 0.6111111111111112,
+        "8.ece": 0.24343526498349943,
+        "8.ndcg@10": 0.6189099645728665,
+        "8.nll": 1.2496333486207565,
+        "8.step": 8.0,
+        "dev.accuracy": 0.6111111111111112,
+        "dev.ece": 0.06618525678109943,
+        "dev.ndcg@10": 0.6304667275326409,
+        "dev.nll": 1.1830162628349699,
+        "temperature": 0.4324972452464916,
+        "steps": 8,
+    },
+}
+
+
+def _fingerprint(info: dict) -> dict[str, float]:
+    """Every dev evaluation, the fitted temperature and the calibrated dev metrics, flat."""
+    evaluations = {f"{h['step']}.{k}": float(v) for h in info["history"] for k, v in h.items()}
+    calibrated = {f"dev.{k}": float(v) for k, v in info["dev"].items()}
+    return {**evaluations, **calibrated, "temperature": info["temperature"], "steps": info["steps"]}
+
+
+@pytest.mark.parametrize("name", ["bert", "llama", "qwen", "llama-generative"])
+def test_training_matches_the_pinned_run(checkpoints, name) -> None:
+    got = _fingerprint(json.loads((checkpoints[name] / TEACHER_FILE).read_text()))
+    if os.environ.get("RELKD_PRINT_PIN"):
+        print(f"PIN {name} {got!r}")
+    assert got == pytest.approx(PINNED[name], rel=1e-5)
 
 
 @pytest.fixture(scope="module")
