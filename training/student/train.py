@@ -1,11 +1,13 @@
-"""The student training loop: `relkd student train`, also the Kubernetes Job's entry point.
+"""The student trainer: `relkd student train`, also the Kubernetes Job's entry point.
 
 One optimizer step = ``grad_accum`` micro-batches from the :class:`QueryPairSampler`.
 Each micro-batch encodes the unique examples of its pairs once; Margin-MSE reads the
 pairs, the pointwise losses read the examples. Dev NDCG@10 is measured every
 ``eval_every`` steps: an improvement overwrites the best checkpoint in ``output_dir``,
 ``patience`` evaluations without one stop the run, and ``output_dir/last`` holds what a
-``--resume`` needs (model, optimizer, scheduler, step) until the run finishes.
+``--resume`` needs until the run finishes. The loop itself (precision, accumulation,
+resume state, early stopping, logging, prefetching) is ``training/loop.py``; this
+module supplies the batches, the loss and the evaluation.
 
 Run as ``python -m training.student.train --config student.yaml``.
 """
@@ -13,12 +15,8 @@ Run as ``python -m training.student.train --config student.yaml``.
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import json
-import random
-import shutil
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -27,14 +25,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import get_linear_schedule_with_warmup
 
 from contracts import schema
 from contracts.text import product_text
 from training.data.storage import read_table
 from training.eval import metrics
-from training.student.checkpoint import load_model
+from training.loop import (
+    DeviceSetup,
+    Evaluation,
+    LoopSettings,
+    MetricsLog,
+    StepLoss,
+    TrainingLoop,
+    pin,
+    seed_everything,
+)
 from training.student.config import StudentKind, StudentTrainConfig
 from training.student.examples import Example, QueryPairSampler, load_training_set
 from training.student.losses import Targets, build_loss
@@ -42,8 +48,18 @@ from training.student.models import CrossEncoderStudent, StudentModel, TwoTowerS
 from training.student.models.base import to_device
 
 LAST = "last"
-TRAINER_STATE = "trainer_state.pt"
 METRICS_CSV = "metrics.csv"
+METRICS_FIELDS = (
+    "step",
+    "loss",
+    "margin_mse",
+    "mse",
+    "kl",
+    "cot",
+    "lr",
+    "pairs_per_s",
+    "dev_ndcg10",
+)
 LOCK_FILE = ".lock"
 SUMMARY_JSON = "train_summary.json"
 NDCG_K = 10
@@ -63,12 +79,6 @@ class TrainResult:
     teacher_queries: int
     pairs_per_s: float
     train_seconds: float
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def build_model(config: StudentTrainConfig) -> StudentModel:
@@ -103,12 +113,17 @@ def parameter_groups(model: StudentModel, lr: float, head_lr_scale: float) -> li
 
 
 def batch_inputs(
-    model: StudentModel, examples: list[Example], pairs: np.ndarray
+    model: StudentModel,
+    examples: list[Example],
+    pairs: np.ndarray,
+    pad_to_multiple_of: int | None = None,
 ) -> tuple[dict[str, Any], Targets]:
     """Tokenized unique examples of ``pairs`` and their targets, pairs re-indexed."""
     unique, inverse = np.unique(pairs, return_inverse=True)
     chosen = [examples[i] for i in unique]
-    inputs = model.tokenize([e.query for e in chosen], [e.product_text for e in chosen])
+    inputs = model.tokenize(
+        [e.query for e in chosen], [e.product_text for e in chosen], pad_to_multiple_of
+    )
     targets = Targets(
         scores=torch.tensor([e.score for e in chosen], dtype=torch.float32),
         grade_probs=torch.from_numpy(np.stack([e.grade_probs for e in chosen])),
@@ -163,26 +178,6 @@ class DevSet:
         return metrics.ndcg(self.qrels, run, k=NDCG_K, gains=metrics.GRADED_GAINS)
 
 
-class MetricsLog:
-    """Per-step metrics as CSV (appends on resume)."""
-
-    FIELDS = ("step", "loss", "margin_mse", "mse", "kl", "cot", "lr", "pairs_per_s", "dev_ndcg10")
-
-    def __init__(self, path: Path, *, append: bool) -> None:
-        fresh = not (append and path.exists())
-        self._file = path.open("w" if fresh else "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.FIELDS, extrasaction="ignore")
-        if fresh:
-            self._writer.writeheader()
-
-    def write(self, row: dict[str, float]) -> None:
-        self._writer.writerow(row)
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
 @contextlib.contextmanager
 def output_dir_lock(out: Path) -> Iterator[None]:
     """Hold ``out`` for one run: two runs into one directory interleave metrics and overwrite
@@ -202,17 +197,66 @@ def train(config: StudentTrainConfig) -> TrainResult:
         return _train(config)
 
 
+MicroBatch = tuple[dict[str, Any], Targets, int]  # inputs, targets, pairs
+
+
+class _StudentTask:
+    """The student's part of the training loop: its batches, loss and evaluation."""
+
+    def __init__(
+        self,
+        config: StudentTrainConfig,
+        model: StudentModel,
+        examples: list[Example],
+        sampler: QueryPairSampler,
+        dev: DevSet,
+        setup: DeviceSetup,
+    ) -> None:
+        self.config, self.model, self.examples = config, model, examples
+        self.sampler, self.dev, self.setup = sampler, dev, setup
+        self.loss_fn = build_loss(config.loss_weights)
+
+    def micro_batches(self, step: int) -> list[MicroBatch]:
+        multiple = self.setup.pad_multiple
+        batches = []
+        for micro in range(self.config.grad_accum):
+            pairs = self.sampler.batch(step * self.config.grad_accum + micro)
+            inputs, targets = batch_inputs(
+                self.model, self.examples, pairs, multiple if multiple > 1 else None
+            )
+            if self.setup.cuda:
+                inputs, targets = pin(inputs), targets.pin_memory()
+            batches.append((inputs, targets, len(pairs)))
+        return batches
+
+    def loss(self, batch: MicroBatch) -> StepLoss:
+        inputs, targets, pairs = batch
+        device = self.setup.device
+        with self.setup.autocast():
+            output = self.model(to_device(inputs, device))
+        total, parts = self.loss_fn(output, targets.to(device))
+        return StepLoss(total, parts, pairs)
+
+    def evaluate(self) -> Evaluation:
+        ndcg = self.dev.ndcg(self.model, self.setup.device)
+        return Evaluation(score=ndcg, metrics={"dev_ndcg10": ndcg})
+
+    def on_best(self, step: int, evaluation: Evaluation) -> None:
+        self.model.save(self.config.output_dir, name=self.config.name, version=self.config.version)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}  # the best checkpoint is on disk
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
 def _train(config: StudentTrainConfig) -> TrainResult:
     seed_everything(config.seed)
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    use_amp = config.amp and device.type == "cuda"
-    # bf16 needs no loss scaling; fp16 (older GPUs) does.
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    setup = DeviceSetup.resolve(config.device, "auto" if config.amp else "fp32")
     out = config.output_dir
-    last = out / LAST
-    resuming = config.resume and (last / TRAINER_STATE).exists()
 
     training_set = load_training_set(config)
     sampler = QueryPairSampler(
@@ -224,12 +268,12 @@ def _train(config: StudentTrainConfig) -> TrainResult:
     )
     dev = DevSet(config.dataset_dir, config.text_fields, config.eval_max_queries)
 
-    model = load_model(last) if resuming else build_model(config)
-    model.to(device).train()
+    model = build_model(config)
+    model.to(setup.device).train()
     if config.freeze_embeddings:
         for embeddings in model.word_embeddings():
             embeddings.requires_grad_(False)
-    loss_fn = build_loss(config.loss_weights)
+    task = _StudentTask(config, model, training_set.examples, sampler, dev, setup)
     optimizer = torch.optim.AdamW(
         parameter_groups(model, config.lr, config.head_lr_scale),
         weight_decay=config.weight_decay,
@@ -237,126 +281,47 @@ def _train(config: StudentTrainConfig) -> TrainResult:
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * config.max_steps), config.max_steps
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
-    state = {"step": 0, "best_ndcg": -1.0, "best_step": 0, "bad_evals": 0}
-    if resuming:
-        saved = torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        torch.set_rng_state(saved["torch_rng"])
-        if saved["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        state = saved["state"]
+    loop = TrainingLoop(
+        model,
+        optimizer,
+        scheduler,
+        setup,
+        LoopSettings(
+            max_steps=config.max_steps,
+            grad_accum=config.grad_accum,
+            eval_every=config.eval_every,
+            patience=config.patience,
+            description=f"train {config.kind}",
+            size_unit="pairs",
+            resume_dir=out / LAST,
+            progress=config.progress,
+        ),
+    )
+    resuming = config.resume and loop.resume(task)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(config.model_dump_json(indent=2) + "\n")
-    log = MetricsLog(out / METRICS_CSV, append=resuming)
-
-    pairs_done, train_seconds, stopped_early = 0, 0.0, False
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        disable=not config.progress,
-    ) as progress:
-        bar = progress.add_task(
-            f"train {config.kind}", total=config.max_steps, completed=state["step"], status=""
-        )
-        while state["step"] < config.max_steps:
-            started = time.perf_counter()
-            parts_sum: dict[str, float] = {}
-            step_pairs = 0
-            for micro in range(config.grad_accum):
-                pairs = sampler.batch(state["step"] * config.grad_accum + micro)
-                inputs, targets = batch_inputs(model, training_set.examples, pairs)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    output = model(to_device(inputs, device))
-                total, parts = loss_fn(output, targets.to(device))
-                scaler.scale(total / config.grad_accum).backward()
-                for name, value in parts.items():
-                    parts_sum[name] = parts_sum.get(name, 0.0) + value / config.grad_accum
-                step_pairs += len(pairs)
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            state["step"] += 1
-            elapsed = time.perf_counter() - started
-            pairs_done += step_pairs
-            train_seconds += elapsed
-
-            row: dict[str, float] = {
-                "step": state["step"],
-                "loss": sum(parts_sum.values()),
-                **parts_sum,
-                "lr": scheduler.get_last_lr()[0],
-                "pairs_per_s": step_pairs / elapsed,
-            }
-            if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
-                ndcg = dev.ndcg(model, device)
-                row["dev_ndcg10"] = ndcg
-                if ndcg > state["best_ndcg"]:
-                    state.update(best_ndcg=ndcg, best_step=state["step"], bad_evals=0)
-                    model.save(out, name=config.name, version=config.version)
-                else:
-                    state["bad_evals"] += 1
-                stopped_early = state["bad_evals"] >= config.patience
-                if not stopped_early and state["step"] < config.max_steps:
-                    _save_last(last, model, config, optimizer, scheduler, scaler, state)
-            log.write(row)
-            progress.update(
-                bar,
-                advance=1,
-                status=f"loss {row['loss']:.3f} best ndcg@10 {max(state['best_ndcg'], 0):.4f}",
-            )
-            if stopped_early:
-                break
-    log.close()
-    shutil.rmtree(last, ignore_errors=True)
+    log = MetricsLog(out / METRICS_CSV, METRICS_FIELDS, append=resuming)
+    try:
+        run = loop.run(task, log)
+    finally:
+        log.close()
 
     result = TrainResult(
         output_dir=str(out),
         kind=str(config.kind),
-        steps=state["step"],
-        best_step=state["best_step"],
-        best_dev_ndcg10=state["best_ndcg"],
-        stopped_early=stopped_early,
+        steps=run.state.step,
+        best_step=run.state.best_step,
+        best_dev_ndcg10=run.state.best_score,
+        stopped_early=run.state.stopped_early,
         train_examples=len(training_set.examples),
         train_queries=sampler.num_queries,
         human_queries=training_set.human_queries,
         teacher_queries=training_set.teacher_queries,
-        pairs_per_s=pairs_done / train_seconds if train_seconds else 0.0,
-        train_seconds=train_seconds,
+        pairs_per_s=run.examples_per_s,
+        train_seconds=run.train_seconds,
     )
     (out / SUMMARY_JSON).write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
-
-
-def _save_last(
-    last: Path,
-    model: StudentModel,
-    config: StudentTrainConfig,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    state: dict[str, Any],
-) -> None:
-    model.save(last, name=config.name, version=config.version)
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "state": dict(state),
-        },
-        last / TRAINER_STATE,
-    )
 
 
 if __name__ == "__main__":

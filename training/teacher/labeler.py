@@ -29,6 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from contracts.artifacts import TeacherSpec, read_teacher_spec
 from contracts.schema import NUM_GRADES, Match
 from training.eval.scorer import checkpoint_argument, register_scorer
+from training.loop import resolve_precision
 from training.teacher import explain
 from training.teacher.explain import Rationale
 from training.teacher.modeling import (
@@ -36,7 +37,6 @@ from training.teacher.modeling import (
     load_classifier,
     load_tokenizer,
     resolve_device,
-    resolve_precision,
 )
 from training.teacher.templates import render
 

@@ -13,9 +13,7 @@ the left (``generate`` derives positions from the mask), see ``explain.py``.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Literal
 
 import torch
 from transformers import (
@@ -87,22 +85,3 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def resolve_precision(
-    precision: Literal["auto", "bf16", "fp16", "fp32"], device: torch.device
-) -> torch.dtype:
-    """The autocast dtype; half precision only where the hardware does it well (GPU)."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision != "fp32" and device.type != "cuda":
-        raise ValueError(f"precision: {precision} needs a GPU; this run is on {device}")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager[object]:
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

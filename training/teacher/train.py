@@ -10,6 +10,10 @@ The loss is the cross-entropy against the raters' grade distribution (Walmart's
 "classification with soft targets"); a one-hot distribution makes it ordinary hard-label
 training. A generative teacher is trained on prompt -> rationale -> ``Grade: g`` with the
 same soft loss on the grade token, plus the LM loss on the rationale (see ``explain.py``).
+
+The loop itself (precision, accumulation, resume state, early stopping, progress,
+prefetching) is ``training/loop.py``; this module supplies the batches, the loss and
+the dev evaluation, and calibrates and saves the best model afterwards.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ import hashlib
 import json
 import math
 import os
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,24 +33,27 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from contracts.artifacts import TeacherSpec, write_teacher_spec
 from contracts.schema import NUM_GRADES, Split
+from training.loop import (
+    DeviceSetup,
+    Evaluation,
+    LoopSettings,
+    StepLoss,
+    TrainingLoop,
+    pin,
+    resolve_precision,
+    seed_everything,
+    trainable_state,
+)
 from training.teacher import explain
 from training.teacher.config import TeacherTrainConfig
 from training.teacher.data import JudgedPair, load_split
 from training.teacher.metrics import grade_metrics
-from training.teacher.modeling import (
-    autocast,
-    is_decoder,
-    load_causal_lm,
-    load_classifier,
-    load_tokenizer,
-    resolve_precision,
-)
+from training.teacher.modeling import is_decoder, load_causal_lm, load_classifier, load_tokenizer
 from training.teacher.templates import render, resolve_template
 
 CONFIG_FILE = "train_config.yaml"
@@ -114,9 +120,11 @@ def encode(
     return encoded
 
 
-def collate(examples: Sequence[Encoded], pad_id: int) -> Batch:
-    """Right-padded tensors (see modeling.py for why scoring never pads on the left)."""
-    width = max(len(e.input_ids) for e in examples)
+def collate(examples: Sequence[Encoded], pad_id: int, pad_multiple: int = 1) -> Batch:
+    """Right-padded tensors (see modeling.py for why scoring never pads on the left), the
+    width rounded up to ``pad_multiple`` (GPU bucketing, see training/loop.py)."""
+    longest = max(len(e.input_ids) for e in examples)
+    width = -(-longest // pad_multiple) * pad_multiple
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(examples), width), dtype=torch.long)
     for row, example in enumerate(examples):
@@ -165,7 +173,7 @@ class GradeHead:
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -175,8 +183,7 @@ def predict(
     examples: Sequence[Encoded],
     pad_id: int,
     batch_size: int,
-    device: torch.device,
-    dtype: torch.dtype,
+    setup: DeviceSetup,
 ) -> torch.Tensor:
     """Grade logits of ``examples`` in order (sorted by length inside for less padding)."""
     model.eval()
@@ -184,8 +191,9 @@ def predict(
     logits = torch.empty((len(examples), NUM_GRADES))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        batch = to_device(collate([examples[i] for i in chunk], pad_id), device)
-        with autocast(device, dtype):
+        examples_chunk = [examples[i] for i in chunk]
+        batch = to_device(collate(examples_chunk, pad_id, setup.pad_multiple), setup.device)
+        with setup.autocast():
             logits[chunk] = head(model, batch)[0].float().cpu()
     return logits
 
@@ -250,17 +258,6 @@ class Distributed:
         return cls(rank=dist.get_rank(), world=world, local_rank=local_rank)
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the trained parameters only (all weights, or LoRA adapters + head)."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _attach_lora(model: PreTrainedModel, config: TeacherTrainConfig) -> torch.nn.Module:
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -275,6 +272,97 @@ def _attach_lora(model: PreTrainedModel, config: TeacherTrainConfig) -> torch.nn
     return get_peft_model(model, lora)
 
 
+class _TeacherTask:
+    """The teacher's part of the training loop: its batches, loss and dev evaluation.
+
+    The best evaluation's trained parameters and dev logits stay in memory (and in the
+    resume state): the run ends by restoring them and calibrating on those logits.
+    """
+
+    def __init__(
+        self,
+        config: TeacherTrainConfig,
+        model: torch.nn.Module,
+        wrapped: torch.nn.Module,
+        head: GradeHead,
+        pad_id: int,
+        train_examples: list[Encoded],
+        dev_examples: list[Encoded],
+        dev_pairs: list[JudgedPair],
+        ddp: Distributed,
+        setup: DeviceSetup,
+        steps_per_epoch: int,
+    ) -> None:
+        self.config, self.model, self.wrapped, self.head = config, model, wrapped, head
+        self.pad_id, self.ddp, self.setup = pad_id, ddp, setup
+        self.train_examples, self.dev_examples, self.dev_pairs = (
+            train_examples,
+            dev_examples,
+            dev_pairs,
+        )
+        self.dev_targets = torch.from_numpy(np.stack([p.target for p in dev_pairs]))
+        self.steps_per_epoch = steps_per_epoch
+        self.best_state = trainable_state(model)
+        self.best_logits: torch.Tensor | None = None
+        self._evaluated: torch.Tensor | None = None
+        self._shard: tuple[int, np.ndarray] | None = None
+        wrapped.train()
+
+    def _epoch_shard(self, epoch: int) -> np.ndarray:
+        """This rank's share of the epoch's seeded permutation of the train examples."""
+        if self._shard is None or self._shard[0] != epoch:
+            order = np.random.default_rng(self.config.seed + epoch).permutation(
+                len(self.train_examples)
+            )
+            self._shard = (epoch, order[self.ddp.rank :: self.ddp.world])
+        return self._shard[1]
+
+    def micro_batches(self, step: int) -> list[Batch]:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        shard = self._epoch_shard(epoch)
+        size, accum = self.config.batch_size, self.config.grad_accumulation
+        batches = []
+        for micro in range(within * accum, (within + 1) * accum):
+            chunk = [self.train_examples[i] for i in shard[micro * size : (micro + 1) * size]]
+            if chunk:
+                batch = collate(chunk, self.pad_id, self.setup.pad_multiple)
+                batches.append(pin(batch) if self.setup.cuda else batch)
+        return batches
+
+    def loss(self, batch: Batch) -> StepLoss:
+        batch = to_device(batch, self.setup.device)
+        with self.setup.autocast():
+            grade_logits, lm_loss = self.head(self.wrapped, batch)
+        grade_loss = soft_cross_entropy(grade_logits, batch["target"])
+        parts = {"grade": grade_loss.detach(), "lm": lm_loss.detach()}
+        return StepLoss(grade_loss + lm_loss, parts, len(batch["target"]))
+
+    def dev_logits(self) -> torch.Tensor:
+        return predict(
+            self.model,
+            self.head,
+            self.dev_examples,
+            self.pad_id,
+            self.config.batch_size,
+            self.setup,
+        )
+
+    def evaluate(self) -> Evaluation:
+        self._evaluated = self.dev_logits()
+        metrics = grade_metrics(self.dev_pairs, self._evaluated, self.dev_targets)
+        self.wrapped.train()
+        return Evaluation(score=metrics["ndcg@10"], metrics=metrics)
+
+    def on_best(self, step: int, evaluation: Evaluation) -> None:
+        self.best_state, self.best_logits = trainable_state(self.model), self._evaluated
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"best_state": self.best_state, "best_logits": self.best_logits}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best_state, self.best_logits = state["best_state"], state["best_logits"]
+
+
 def train(config: TeacherTrainConfig) -> dict[str, Any]:
     """Run one training; returns the teacher.json content (rank 0 writes the checkpoint)."""
     ddp = Distributed.setup()
@@ -284,7 +372,7 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
     device = (
         torch.device(f"cuda:{ddp.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     )
-    dtype = resolve_precision(config.precision, device)
+    setup = DeviceSetup(device, resolve_precision(config.precision, device))
     template = resolve_template(config.template)
     generative = config.kind == "generative"
     if generative and not is_decoder(config.backbone):
@@ -293,7 +381,7 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(config.backbone)
     # LoRA freezes the base: keep it in half precision to fit large LLMs; full
     # fine-tuning keeps fp32 master weights and autocasts.
-    load_dtype = dtype if config.lora and dtype != torch.float32 else None
+    load_dtype = setup.dtype if config.lora and setup.dtype != torch.float32 else None
     loader = load_causal_lm if generative else load_classifier
     model: torch.nn.Module = loader(config.backbone, tokenizer, load_dtype)
     if config.gradient_checkpointing:
@@ -317,121 +405,61 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
         )
     train_examples = encode(train_pairs, tokenizer, config, template, tokens, with_rationale=True)
     dev_examples = encode(dev_pairs, tokenizer, config, template, tokens, with_rationale=False)
-    dev_targets = torch.from_numpy(np.stack([p.target for p in dev_pairs]))
 
     device_ids = [ddp.local_rank] if device.type == "cuda" else None
     wrapped = DistributedDataParallel(model, device_ids=device_ids) if ddp.world > 1 else model
     micro_per_epoch = math.ceil(len(train_examples) / (config.batch_size * ddp.world))
     steps_per_epoch = max(1, micro_per_epoch // config.grad_accumulation)
     total_steps = max(1, round(config.epochs * steps_per_epoch))
-    eval_every = config.eval_every or steps_per_epoch
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(config.warmup_ratio * total_steps), total_steps
     )
-    scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
-
+    task = _TeacherTask(
+        config,
+        model,
+        wrapped,
+        head,
+        tokenizer.pad_token_id,
+        train_examples,
+        dev_examples,
+        dev_pairs,
+        ddp,
+        setup,
+        steps_per_epoch,
+    )
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    resume_path = config.output_dir / RESUME_DIR / "state.pt"
-    step, best_score, best_state, stale, history = 0, -math.inf, trainable_state(model), 0, []
-    # Dev logits of the best evaluation, reused for calibration instead of predicting again.
-    best_logits: torch.Tensor | None = None
-    if config.resume and resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, best_score, best_state = state["step"], state["best_score"], state["best_state"]
-        best_logits = state["best_logits"]
-        stale, history = state["stale"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
-        console.print(f"resumed from {resume_path} at step {step}/{total_steps}")
-    elif config.resume:
-        console.print(f"no checkpoint at {resume_path}; starting from scratch")
+    loop = TrainingLoop(
+        model,
+        optimizer,
+        scheduler,
+        setup,
+        LoopSettings(
+            max_steps=total_steps,
+            grad_accum=config.grad_accumulation,
+            eval_every=config.eval_every or steps_per_epoch,
+            patience=config.patience,
+            description="teacher train",
+            resume_dir=config.output_dir / RESUME_DIR,
+            # Kept: a finished run can be continued for more epochs (``--resume``).
+            keep_resume_state=True,
+            write_resume_state=ddp.main,
+            progress=ddp.main,
+        ),
+    )
+    if config.resume:
+        if loop.resume(task):
+            console.print(
+                f"resumed from {loop.resume_path} at step {loop.state.step}/{total_steps}"
+            )
+        else:
+            console.print(f"no checkpoint at {loop.resume_path}; starting from scratch")
+    run = loop.run(task)
 
-    def dev_logits() -> torch.Tensor:
-        return predict(
-            model, head, dev_examples, tokenizer.pad_token_id, config.batch_size, device, dtype
-        )
-
-    def micro_batches(epoch: int) -> Iterator[Batch]:
-        order = np.random.default_rng(config.seed + epoch).permutation(len(train_examples))
-        shard = order[ddp.rank :: ddp.world]
-        for start in range(0, len(shard), config.batch_size):
-            chunk = [train_examples[i] for i in shard[start : start + config.batch_size]]
-            yield to_device(collate(chunk, tokenizer.pad_token_id), device)
-
-    stop = False
-    with Progress(
-        TextColumn("teacher {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        disable=not ddp.main,
-    ) as progress:
-        task = progress.add_task("train", total=total_steps, completed=step, info="")
-        while step < total_steps and not stop:
-            epoch = step // steps_per_epoch
-            skip = (step % steps_per_epoch) * config.grad_accumulation
-            wrapped.train()
-            micro = 0
-            for index, batch in enumerate(micro_batches(epoch)):
-                if index < skip:
-                    continue
-                with autocast(device, dtype):
-                    grade_logits, lm_loss = head(wrapped, batch)
-                loss = soft_cross_entropy(grade_logits, batch["target"]) + lm_loss
-                scaler.scale(loss / config.grad_accumulation).backward()
-                micro += 1
-                if micro % config.grad_accumulation:
-                    continue
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                progress.update(task, advance=1, info=f"loss {loss.item():.3f}")
-                if step % eval_every == 0 or step == total_steps:
-                    logits = dev_logits()
-                    metrics = {"step": step, **grade_metrics(dev_pairs, logits, dev_targets)}
-                    history.append(metrics)
-                    progress.update(task, info=f"dev ndcg@10 {metrics['ndcg@10']:.4f}")
-                    if metrics["ndcg@10"] > best_score:
-                        best_score, stale = metrics["ndcg@10"], 0
-                        best_state, best_logits = trainable_state(model), logits
-                    else:
-                        stale += 1
-                    if ddp.main:
-                        resume_path.parent.mkdir(parents=True, exist_ok=True)
-                        torch.save(
-                            {
-                                "model": trainable_state(model),
-                                "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(),
-                                "step": step,
-                                "best_score": best_score,
-                                "best_state": best_state,
-                                "best_logits": best_logits,
-                                "stale": stale,
-                                "history": history,
-                                "torch_rng": torch.get_rng_state(),
-                            },
-                            resume_path,
-                        )
-                    wrapped.train()
-                    if config.patience and stale >= config.patience:
-                        console.print(f"early stop at step {step}: no dev gain in {stale} evals")
-                        stop = True
-                if stop or step >= total_steps:
-                    break
-
-    model.load_state_dict(best_state, strict=False)
-    logits = best_logits if best_logits is not None else dev_logits()
+    dev_targets = task.dev_targets
+    model.load_state_dict(task.best_state, strict=False)
+    logits = task.best_logits if task.best_logits is not None else task.dev_logits()
     temperature = fit_temperature(logits, dev_targets)
     calibrated = grade_metrics(dev_pairs, logits / temperature, dev_targets)
     uncalibrated = grade_metrics(dev_pairs, logits, dev_targets)
@@ -452,9 +480,9 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
             "dev_ece_after": calibrated["ece"],
         },
         "dev": calibrated,
-        "history": history,
+        "history": run.state.history,
         "train_pairs": len(train_pairs),
-        "steps": step,
+        "steps": run.state.step,
     }
     if ddp.main:
         save(model, tokenizer, config, info)

@@ -10,11 +10,12 @@ import yaml
 from transformers import AutoModel
 from typer.testing import CliRunner
 
+from training.loop import MetricsLog
 from training.student.checkpoint import load_model, load_student
 from training.student.cli import app
 from training.student.config import StudentKind, StudentTrainConfig
 from training.student.scaling import run_scaling
-from training.student.train import LAST, METRICS_CSV, MetricsLog, output_dir_lock, train
+from training.student.train import LAST, METRICS_CSV, output_dir_lock, train
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -15,7 +15,8 @@ from training.student.models.base import StudentOutput
 
 
 class CombinedLoss(nn.Module):
-    """Sum of ``weight * loss``; returns the total and each weighted part for logging."""
+    """Sum of ``weight * loss``; returns the total and each weighted part (detached, on
+    the device: the trainer reads them in batches, not once per step) for logging."""
 
     def __init__(self, losses: dict[str, tuple[float, nn.Module]]) -> None:
         super().__init__()
@@ -26,12 +27,12 @@ class CombinedLoss(nn.Module):
 
     def forward(
         self, output: StudentOutput, targets: Targets
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {
             name: self.weights[name] * loss(output, targets) for name, loss in self.losses.items()
         }
         total = torch.stack(list(parts.values())).sum()
-        return total, {name: float(value.detach()) for name, value in parts.items()}
+        return total, {name: value.detach() for name, value in parts.items()}
 
 
 def build_loss(weights: LossWeights) -> CombinedLoss:

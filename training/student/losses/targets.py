@@ -16,8 +16,17 @@ class Targets:
 
     def to(self, device: torch.device | str) -> Targets:
         return Targets(
-            scores=self.scores.to(device),
-            grade_probs=self.grade_probs.to(device),
-            rationale=self.rationale.to(device),
-            pairs=self.pairs.to(device),
+            scores=self.scores.to(device, non_blocking=True),
+            grade_probs=self.grade_probs.to(device, non_blocking=True),
+            rationale=self.rationale.to(device, non_blocking=True),
+            pairs=self.pairs.to(device, non_blocking=True),
+        )
+
+    def pin_memory(self) -> Targets:
+        """Page-locked copies, so that ``to(cuda)`` does not wait for the copy."""
+        return Targets(
+            scores=self.scores.pin_memory(),
+            grade_probs=self.grade_probs.pin_memory(),
+            rationale=self.rationale.pin_memory(),
+            pairs=self.pairs.pin_memory(),
         )

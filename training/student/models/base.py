@@ -87,8 +87,13 @@ class StudentModel(nn.Module, ABC):
     text_fields: list[str]
 
     @abstractmethod
-    def tokenize(self, queries: list[str], texts: list[str]) -> dict[str, Any]:
-        """Model inputs for the pairs, on CPU; the trainer moves them to the device."""
+    def tokenize(
+        self, queries: list[str], texts: list[str], pad_to_multiple_of: int | None = None
+    ) -> dict[str, Any]:
+        """Model inputs for the pairs, on CPU; the trainer moves them to the device.
+
+        Padded to the longest pair, rounded up to ``pad_to_multiple_of`` when given
+        (the trainer's GPU bucketing)."""
 
     @abstractmethod
     def forward(self, inputs: dict[str, Any]) -> StudentOutput: ...

@@ -81,7 +81,9 @@ class CrossEncoderStudent(StudentModel):
         student.load_aux(path)
         return student
 
-    def tokenize(self, queries: list[str], texts: list[str]) -> dict[str, Any]:
+    def tokenize(
+        self, queries: list[str], texts: list[str], pad_to_multiple_of: int | None = None
+    ) -> dict[str, Any]:
         return dict(
             self.tokenizer(
                 queries,
@@ -89,6 +91,7 @@ class CrossEncoderStudent(StudentModel):
                 truncation="longest_first",
                 max_length=self.max_length,
                 padding=True,
+                pad_to_multiple_of=pad_to_multiple_of,
                 return_tensors="pt",
             )
         )

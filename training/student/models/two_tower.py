@@ -129,19 +129,27 @@ class TwoTowerStudent(StudentModel):
         student.load_aux(path)
         return student
 
-    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+    def _tokens(
+        self, texts: list[str], pad_to_multiple_of: int | None = None
+    ) -> dict[str, torch.Tensor]:
         return dict(
             self.tokenizer(
                 texts,
                 truncation=True,
                 max_length=self.max_length,
                 padding=True,
+                pad_to_multiple_of=pad_to_multiple_of,
                 return_tensors="pt",
             )
         )
 
-    def tokenize(self, queries: list[str], texts: list[str]) -> dict[str, Any]:
-        return {"query": self._tokens(queries), "product": self._tokens(texts)}
+    def tokenize(
+        self, queries: list[str], texts: list[str], pad_to_multiple_of: int | None = None
+    ) -> dict[str, Any]:
+        return {
+            "query": self._tokens(queries, pad_to_multiple_of),
+            "product": self._tokens(texts, pad_to_multiple_of),
+        }
 
     @staticmethod
     def _embed(tower: PreTrainedModel, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
