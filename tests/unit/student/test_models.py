@@ -103,3 +103,18 @@ def test_two_tower_grade_distribution_starts_centred_on_the_score():
     expected = probs @ torch.arange(4, dtype=torch.float32)
     # The expected grade moves with the score (a random head would not be monotone).
     assert (expected.diff() > 0).all()
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "two-tower"])
+def test_bucketed_padding_changes_widths_not_scores(tiny_base_model: str, kind: str):
+    """The trainer's GPU bucketing pads to a multiple of 16: same scores, fewer shapes."""
+    cls = CrossEncoderStudent if kind == "cross-encoder" else TwoTowerStudent
+    model = cls.from_base(tiny_base_model, num_layers=1, max_length=48, text_fields=["title"])
+    model.eval()
+    queries, texts = ["acme sofa", "a grey sofa"], ["acme sofa", "nova lamp with a shade"]
+    plain = model.tokenize(queries, texts)
+    bucketed = model.tokenize(queries, texts, pad_to_multiple_of=16)
+    for tokens in (bucketed["query"], bucketed["product"]) if kind == "two-tower" else [bucketed]:
+        assert tokens["input_ids"].shape[1] % 16 == 0
+    with torch.no_grad():
+        assert torch.allclose(model(plain).scores, model(bucketed).scores, atol=1e-5)

@@ -20,7 +20,8 @@ from training.teacher.config import TeacherTrainConfig
 from training.teacher.data import load_split
 from training.teacher.explain import GradeTokens, rationale_text
 from training.teacher.labeler import PROB_DECIMALS, TeacherLabeler
-from training.teacher.train import train, weights_digest
+from training.teacher.modeling import load_causal_lm, load_classifier, load_tokenizer
+from training.teacher.train import GradeHead, collate, encode, train, weights_digest
 
 FAST = {
     "epochs": 1.0,
@@ -127,7 +128,7 @@ def _fingerprint(info: dict) -> dict[str, float]:
 
 @pytest.mark.parametrize("name", ["bert", "llama", "qwen", "llama-generative"])
 def test_training_matches_the_pinned_run(checkpoints, name) -> None:
-    got = _fingerprint(json.loads((checkpoints[name] / TEACHER_FILE).read_text()))
+    got = _fingerprint(json.loads((checkpoints[name] / TEACHER_JSON).read_text()))
     if os.environ.get("RELKD_PRINT_PIN"):
         print(f"PIN {name} {got!r}")
     assert got == pytest.approx(PINNED[name], rel=1e-5)
@@ -385,3 +386,25 @@ def test_cli_labels_generated_candidates_from_a_config_file(
     assert bad.exit_code == 2 and "broken.jsonl:2" in bad.output
     no_teacher = wide.invoke(app, ["label", "--config", str(config), "--checkpoint", str(tmp_path)])
     assert no_teacher.exit_code == 2 and "not a teacher checkpoint" in no_teacher.output
+
+
+@pytest.mark.parametrize("kind", ["classifier", "generative"])
+def test_bucketed_padding_changes_widths_not_logits(tiny_dataset, llama_backbone, kind) -> None:
+    """The trainer's GPU bucketing pads batches to a multiple of 16: a decoder pools (or
+    reads the grade at) the same token, so the grade logits are those of tight padding."""
+    config = TeacherTrainConfig(
+        backbone=str(llama_backbone), kind=kind, template="title", max_length=50
+    )
+    tokenizer = load_tokenizer(llama_backbone)
+    generative = kind == "generative"
+    model = (load_causal_lm if generative else load_classifier)(llama_backbone, tokenizer).eval()
+    tokens = GradeTokens.from_tokenizer(tokenizer) if generative else None
+    pairs = load_split(tiny_dataset, "dev")[:6]
+    examples = encode(pairs, tokenizer, config, "title", tokens, with_rationale=generative)
+    tight = collate(examples, tokenizer.pad_token_id)
+    bucketed = collate(examples, tokenizer.pad_token_id, pad_multiple=16)
+    assert bucketed["input_ids"].shape[1] % 16 == 0
+    assert bucketed["input_ids"].shape[1] > tight["input_ids"].shape[1]
+    head = GradeHead(tokens)
+    with torch.no_grad():
+        assert torch.allclose(head(model, tight)[0], head(model, bucketed)[0], atol=1e-5)
