@@ -305,7 +305,8 @@ class TrainingLoop:
         torch.set_rng_state(saved["torch_rng"])
         if saved["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        self.state = LoopState(**saved["loop"])
+        # A resumed run trains on, even one that had stopped early (e.g. given more epochs).
+        self.state = LoopState(**{**saved["loop"], "stopped_early": False})
         task.load_extra_state(saved["task"])
         return True
 
