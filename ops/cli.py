@@ -18,7 +18,7 @@ from ops.rollout import cli as rollout_cli
 from services import serve
 from services.candidate_generation import cli as candidates_cli
 from services.core import broker, dead_letters
-from services.label_store import cli as label_store_cli
+from services.label_store import cli as labels_cli
 from training import eval_cli
 from training.data import cli as data_cli
 from training.export import cli as export_cli
@@ -35,12 +35,11 @@ app.command("broker")(broker.broker_command)
 app.command("up")(stack.up_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo_command)
-# `relkd data materialize` needs the broker (services); the rest of `relkd data` does not.
-data_cli.app.command("materialize")(label_store_cli.materialize_command)
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_command)
 app.add_typer(teacher_cli.app, name="teacher")
 app.add_typer(candidates_cli.app, name="candidates")
+app.add_typer(labels_cli.app, name="labels")
 # `relkd student train` and `relkd student export` live in two areas, one group.
 student_cli.app.add_typer(export_cli.app)
 app.add_typer(student_cli.app, name="student")

@@ -1,4 +1,4 @@
-"""The embedded stack: a broker and the three services as supervised processes.
+"""The embedded stack: a broker and the services as supervised processes.
 
 `relkd serve NAME` runs one service in the foreground (what a container runs);
 `relkd up` runs them all on one machine, each in its own process, restarting a
@@ -81,7 +81,7 @@ class _Child:
 
 
 class Stack:
-    """The three services as child processes sharing one Kafka cluster."""
+    """The services as child processes sharing one Kafka cluster."""
 
     def __init__(
         self,
@@ -98,7 +98,13 @@ class Stack:
         self.max_restarts = max_restarts
         self.log_dir = settings.data_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, **(extra_env or {}), "RELKD_KAFKA_BOOTSTRAP": bootstrap}
+        self.env = {
+            # The label store lives under the data dir unless placed elsewhere.
+            "RELKD_LABEL_STORE_DIR": str(settings.data_dir / "label-store"),
+            **os.environ,
+            **(extra_env or {}),
+            "RELKD_KAFKA_BOOTSTRAP": bootstrap,
+        }
         self.children: dict[str, _Child] = {}
 
     def address(self, name: str) -> str:
@@ -167,7 +173,7 @@ def running_stack(
     triton_repository: Path | None = None,
 ) -> Iterator[Stack]:
     """Broker (unless RELKD_KAFKA_BOOTSTRAP is set), Triton serving `triton_repository`
-    when given, and the three services; all torn down on exit."""
+    when given, and the services; all torn down on exit."""
     settings = get_settings()
     env = dict(extra_env or {})
     with contextlib.ExitStack() as exits:

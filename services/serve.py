@@ -50,6 +50,8 @@ SERVICES: dict[str, ServiceSpec] = {
             "relevance.v1.StudentInference",
             "student_inference_port",
         ),
+        # Health and metrics only: the store is read through its snapshots on disk.
+        ServiceSpec("label-store", "services.label_store.service", "", "label_store_port"),
     )
 }
 

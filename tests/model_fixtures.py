@@ -165,6 +165,30 @@ def llama_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama_teacher(tmp_path_factory, tiny_dataset: Path, llama_backbone: Path) -> Path:
+    """A tiny Llama-family classifier teacher checkpoint, trained once per session."""
+    from training.teacher.config import TeacherTrainConfig
+    from training.teacher.train import train
+
+    out = tmp_path_factory.mktemp("teacher") / "llama"
+    train(
+        TeacherTrainConfig(
+            backbone=str(llama_backbone),
+            dataset_dir=tiny_dataset,
+            output_dir=out,
+            epochs=1.0,
+            batch_size=16,
+            max_length=96,
+            lr=1e-3,
+            patience=0,
+            max_train_examples=64,
+            max_dev_examples=36,
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
 def qwen_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("qwen")
     tokenizer = _bpe_tokenizer(with_unk=False)

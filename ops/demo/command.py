@@ -27,6 +27,13 @@ def demo_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulator, sampling and training.")] = 0,
+    labels_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the candidates stage waits for every published pair to be labeled "
+            "and stored before it fails with the counts."
+        ),
+    ] = 1800.0,
 ) -> None:
     """Run the whole distillation loop on the embedded stack and write a report."""
     configure_logging("relkd-demo", get_settings().log_level)
@@ -37,7 +44,7 @@ def demo_command(
         raise typer.BadParameter(
             f"unknown {bad}; stages are {', '.join(STAGES)}", param_hint="--stage"
         )
-    run = DemoRun(out or default_run_dir(), scale, seed)
+    run = DemoRun(out or default_run_dir(), scale, seed, labels_timeout)
     report = run_demo(run, tuple(stage) if stage else STAGES)
     if not report.exists():
         typer.echo(

@@ -64,6 +64,8 @@ class DemoRun:
     run_dir: Path
     scale_name: str = "default"
     seed: int = 0
+    # The candidates stage fails, with the counts, when labeling takes longer than this.
+    labels_timeout_s: float = 1800.0
 
     @property
     def scale(self) -> DemoScale:
@@ -161,22 +163,27 @@ def run_teacher(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
 
 
 def run_candidates(run: DemoRun, stack: DemoStack) -> dict[str, Any]:
-    """Augmentation through the services: candidates -> Kafka -> teacher -> Kafka -> Parquet."""
+    """Augmentation through the services: candidates -> Kafka -> teacher -> Kafka -> label
+    store; waits until every published pair is labeled and stored, then cuts the snapshot
+    the students train on."""
     from services.candidate_generation.batch import Ledger, run_batch, select_queries
     from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
     from services.candidate_generation.queries import simulator_queries
     from services.candidate_generation.service import CandidateEngine
     from services.candidate_generation.settings import CandidateSettings
     from services.core.bus import Publisher
-    from services.label_store.materializer import materialize, stream_rows
+    from services.label_store.store import LabelStore
+    from services.label_store.writer import cut_snapshot, wait_until_stored
     from training.data import storage
 
     dataset, index_dir = run.path("dataset"), run.path("candidate-index")
+    store_dir = run.path("label-store")
     run.state("teacher")
     index = CatalogIndex.build(
         storage.read_table(dataset, "products"), MiniLMEncoder(), progress=True
     )
     index.save(index_dir)
+    stack.with_env("label-store", {"RELKD_LABEL_STORE_DIR": str(store_dir)})
     stack.with_env("teacher-labeling", {"RELKD_TEACHER_CHECKPOINT": str(run.path("teacher"))})
     stack.with_env("candidate-generation", {"RELKD_CANDIDATE_INDEX_DIR": str(index_dir)})
 
@@ -193,21 +200,31 @@ def run_candidates(run: DemoRun, stack: DemoStack) -> dict[str, Any]:
         max(run.scale.augmented_sizes),
         seed=run.seed,
     )
-    before = stream_rows(dataset)
     publisher = Publisher(stack.settings)
     ledger = Ledger(own.state_dir / "ledger.sqlite")
     try:
         report = run_batch(engine.require_index(), engine.sampler(), queries, publisher, ledger)
+        published = ledger.pairs_by_query(engine.require_index().version)
     finally:
         publisher.close()
         ledger.close()
+    # Every selected query's pairs, this run's and an earlier run's alike.
+    expected = {q.query_id: published[q.query_id] for q in queries if q.query_id in published}
     console.print(
         f"published {report.pairs_published} candidate pairs for {report.queries_published} "
-        "queries; the teacher-labeling service labels them"
+        f"queries; waiting until the teacher has labeled all {sum(expected.values())} and the "
+        "label store has them"
     )
-    expected = before + report.pairs_published if report.pairs_published else None
-    rows = materialize(stack.settings, dataset, idle_s=60.0, expected=expected)
-    return {"batch": asdict(report), "teacher_labels": rows, "augmented_queries": len(queries)}
+    stored = wait_until_stored(store_dir, expected, timeout_s=run.labels_timeout_s)
+    snapshot = cut_snapshot(store_dir, reason="demo candidates") or LabelStore(store_dir).open()
+    console.print(f"label store snapshot {snapshot.id}: {snapshot.counts}")
+    return {
+        "batch": asdict(report),
+        "teacher_labels": stored,
+        "label_store": str(store_dir),
+        "snapshot": snapshot.id,
+        "augmented_queries": len(queries),
+    }
 
 
 def student_runs(run: DemoRun) -> list[tuple[str, str, int]]:
@@ -222,7 +239,7 @@ def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
     from training.student.config import StudentTrainConfig
     from training.student.train import train
 
-    run.state("candidates")
+    labels = run.state("candidates")
     trained = {}
     for name, kind, augmented in student_runs(run):
         console.print(f"[bold]student {name}[/bold]")
@@ -232,6 +249,8 @@ def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
             output_dir=run.path("students") / name,
             name=name,
             use_teacher_labels=augmented > 0,
+            label_store=Path(labels["label_store"]),
+            snapshot=labels["snapshot"],
             augmented_queries=augmented,
             max_steps=run.scale.student_steps,
             eval_every=max(run.scale.student_steps // 2, 1),

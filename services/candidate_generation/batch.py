@@ -82,6 +82,14 @@ class Ledger:
             )
             return {row[0] for row in rows}
 
+    def pairs_by_query(self, index_version: str) -> dict[str, int]:
+        """Candidate pairs published per query for `index_version`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT query_id, pairs FROM published WHERE index_version = ?", (index_version,)
+            )
+            return {row[0]: row[1] for row in rows}
+
     def record(self, index_version: str, pairs_by_query: Mapping[str, int]) -> None:
         now = time.time()
         with self._lock, self._db:

@@ -23,7 +23,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -306,3 +307,45 @@ def cut_snapshot(store_dir: Path | str, reason: str = "on demand") -> Snapshot |
         for path in (*label_shards, *product_shards):
             path.unlink(missing_ok=True)
         return LabelStore(store_dir).open(snapshot_id)
+
+
+def stored_pairs(store_dir: Path | str) -> set[tuple[str, str]]:
+    """(query_id, product_id) pairs with a stored label: newest snapshot plus pending shards."""
+    store_dir = Path(store_dir)
+    columns = ["query_id", "product_id"]
+    tables = []
+    ids = snapshot_ids(store_dir)
+    if ids:
+        tables.append(LabelStore(store_dir).open(ids[-1]).labels(columns))
+    for path in incoming_shards(store_dir, LABELS_KIND):
+        # A shard folded by a concurrent cut is in the snapshot read next time round.
+        with contextlib.suppress(FileNotFoundError):
+            tables.append(pq.read_table(path, columns=columns))
+    pairs: set[tuple[str, str]] = set()
+    for table in tables:
+        pairs.update(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
+    return pairs
+
+
+def wait_until_stored(
+    store_dir: Path | str, expected: Mapping[str, int], timeout_s: float, poll_s: float = 1.0
+) -> int:
+    """Blocks until each query of `expected` has that many labeled pairs stored; returns
+    the stored pairs of those queries.
+
+    Raises TimeoutError with the counts when `timeout_s` pass first: a caller that goes
+    on with part of its labels must say so, not find out from a smaller dataset.
+    """
+    deadline, total = time.monotonic() + timeout_s, sum(expected.values())
+    while True:
+        per_query = Counter(q for q, _ in stored_pairs(store_dir) if q in expected)
+        stored = sum(min(per_query[q], n) for q, n in expected.items())
+        if stored >= total:
+            return sum(per_query.values())
+        if time.monotonic() >= deadline:
+            short = sum(1 for q, n in expected.items() if per_query[q] < n)
+            raise TimeoutError(
+                f"{stored} of {total} published pairs were labeled and stored in {store_dir} "
+                f"after {timeout_s:.0f}s ({short} of {len(expected)} queries short)"
+            )
+        time.sleep(poll_s)

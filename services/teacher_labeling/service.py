@@ -69,6 +69,14 @@ class TeacherLabelingSettings(BaseSettings):
         description="Most `features`, and most `attributes`, one product of a Label pair "
         "may carry.",
     )
+    teacher_poll_batches: int = Field(
+        16,
+        ge=1,
+        description="Candidate batches one labeling step takes from Kafka. Labels are "
+        "published when a step ends and the next poll waits for it, so a step must stay well "
+        "inside the poll interval: with the default 500 one step could hold thousands of "
+        "pairs and publish nothing for minutes.",
+    )
 
 
 class Labeler(Protocol):
@@ -216,6 +224,20 @@ class CandidateLabelingHandler:
         self.publisher.publish(LABELS, key, record)
 
 
+def labeling_loop(
+    settings: Settings, own: TeacherLabelingSettings, labeler: Labeler, publisher: bus.Publisher
+) -> bus.ConsumerLoop:
+    """The labeling workers' consumer of the candidates topic, in bounded steps."""
+    return bus.ConsumerLoop(
+        settings,
+        CANDIDATES,
+        own.teacher_group,
+        CandidateLabelingHandler(labeler, publisher),
+        publisher,
+        max_poll_records=own.teacher_poll_batches,
+    )
+
+
 def load_labeler(path: Path | None) -> Labeler | None:
     if path is None:
         return None
@@ -243,13 +265,7 @@ async def serve(settings: Settings) -> None:
     consumers: list[bus.BackgroundConsumer] = []
     if labeler is not None and settings.kafka_bootstrap:
         publisher = bus.Publisher(settings)
-        loop = bus.ConsumerLoop(
-            settings,
-            CANDIDATES,
-            own.teacher_group,
-            CandidateLabelingHandler(labeler, publisher),
-            publisher,
-        )
+        loop = labeling_loop(settings, own, labeler, publisher)
         consumers.append(bus.BackgroundConsumer(loop, publisher, "labeling-worker"))
     else:
         log.warning(

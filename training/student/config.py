@@ -71,6 +71,18 @@ class StudentTrainConfig(BaseModel):
 
     # Data mix.
     use_teacher_labels: bool = Field(True, description="Train on the teacher_labels table.")
+    label_store: Path | None = Field(
+        None,
+        description="Label store directory (RELKD_LABEL_STORE_DIR): take the teacher labels "
+        "and the changed product text from one of its snapshots instead of the dataset's "
+        "teacher_labels table. Null: the dataset's table.",
+    )
+    snapshot: str = Field(
+        "latest",
+        min_length=1,
+        description="Label store snapshot id to train on ('latest': the newest at start); "
+        "name one to make a run reproducible while labels keep arriving.",
+    )
     augmented_queries: int | None = Field(
         None, ge=0, description="Teacher-labeled queries to use (null: all of them)."
     )

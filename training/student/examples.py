@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from contracts import schema
+from contracts.label_snapshots import snapshot_dir
 from contracts.text import product_text
 from training.data.storage import has_table, read_table
 from training.data.subsets import seeded_subset
@@ -43,6 +44,8 @@ class TrainingSet:
     examples: list[Example]
     human_queries: int
     teacher_queries: int
+    # The label store snapshot the teacher labels came from (None: the dataset's table).
+    teacher_snapshot: str | None = None
 
     @property
     def num_queries(self) -> int:
@@ -90,6 +93,14 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
     split_of = {q["query_id"]: q["split"] for q in queries}
     text_of = {q["query_id"]: q["query"] for q in queries}
     products = _product_texts(read_table(root, "products"), config.text_fields)
+    # Teacher labels come from a label store snapshot, or else the dataset's own table.
+    labels_root, snapshot_id = root, None
+    if config.use_teacher_labels and config.label_store is not None:
+        labels_root = snapshot_dir(config.label_store, config.snapshot)
+        snapshot_id = labels_root.name
+        # The store's product text is the catalog's newest: it adds new products and
+        # replaces edited ones.
+        products.update(_product_texts(read_table(labels_root, "products"), config.text_fields))
 
     def text(product_id: str, where: str) -> str:
         try:
@@ -129,13 +140,14 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
 
     teacher_queries: set[str] = set()
     if config.use_teacher_labels:
-        if not has_table(root, "teacher_labels"):
+        if not has_table(labels_root, "teacher_labels"):
             raise ValueError(
-                f"{root}: use_teacher_labels is on but the dataset has no teacher_labels table"
+                f"{labels_root}: use_teacher_labels is on but the dataset has no "
+                "teacher_labels table"
             )
         labels = [
             t
-            for t in read_table(root, "teacher_labels").to_pylist()
+            for t in read_table(labels_root, "teacher_labels").to_pylist()
             if split_of.get(t["query_id"]) not in (schema.Split.DEV, schema.Split.TEST)
         ]
         label_ids = sorted({t["query_id"] for t in labels})
@@ -165,7 +177,10 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
             f"use_teacher_labels={config.use_teacher_labels})"
         )
     return TrainingSet(
-        examples=examples, human_queries=len(keep_human), teacher_queries=len(teacher_queries)
+        examples=examples,
+        human_queries=len(keep_human),
+        teacher_queries=len(teacher_queries),
+        teacher_snapshot=snapshot_id,
     )
 
 

@@ -79,6 +79,8 @@ class TrainResult:
     teacher_queries: int
     pairs_per_s: float
     train_seconds: float
+    # Label store snapshot the teacher labels came from; None: the dataset's table.
+    teacher_snapshot: str | None = None
 
 
 def build_model(config: StudentTrainConfig) -> StudentModel:
@@ -319,6 +321,7 @@ def _train(config: StudentTrainConfig) -> TrainResult:
         teacher_queries=training_set.teacher_queries,
         pairs_per_s=run.examples_per_s,
         train_seconds=run.train_seconds,
+        teacher_snapshot=training_set.teacher_snapshot,
     )
     (out / SUMMARY_JSON).write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result

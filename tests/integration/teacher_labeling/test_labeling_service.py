@@ -23,9 +23,7 @@ from ops.stack import health_status
 from services.core import bus
 from services.core.broker import BROKER_KINDS, EmbeddedBroker, create_topics, free_port
 from services.core.settings import Settings
-from training.teacher.config import TeacherTrainConfig
 from training.teacher.labeler import TeacherLabeler
-from training.teacher.train import train
 
 pytestmark = pytest.mark.integration
 
@@ -37,26 +35,6 @@ def kafka_broker(request: pytest.FixtureRequest) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(request.param) as broker:
         create_topics(broker.bootstrap)
         yield broker
-
-
-@pytest.fixture(scope="module")
-def llama_teacher(tmp_path_factory, tiny_dataset: Path, llama_backbone: Path) -> Path:
-    out = tmp_path_factory.mktemp("teacher") / "llama"
-    train(
-        TeacherTrainConfig(
-            backbone=str(llama_backbone),
-            dataset_dir=tiny_dataset,
-            output_dir=out,
-            epochs=1.0,
-            batch_size=16,
-            max_length=96,
-            lr=1e-3,
-            patience=0,
-            max_train_examples=64,
-            max_dev_examples=36,
-        )
-    )
-    return out
 
 
 @pytest.fixture

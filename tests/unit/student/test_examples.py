@@ -70,3 +70,78 @@ def test_missing_teacher_table_is_named(tiny_config: StudentTrainConfig, tmp_pat
     (copy / "teacher_labels.parquet").unlink()
     with pytest.raises(ValueError, match="teacher_labels"):
         load_training_set(tiny_config.model_copy(update={"dataset_dir": copy}))
+
+
+def test_teacher_labels_come_from_a_pinned_label_store_snapshot(
+    tiny_config: StudentTrainConfig, tmp_path
+):
+    """A new product and an edited one train on the store's text; a named snapshot
+    keeps its rows when a newer snapshot adds labels."""
+    from relevance.v1 import common_pb2, topics_pb2
+
+    from contracts.topics import pair_key
+    from services.core import bus
+    from services.label_store.writer import LabelsHandler, ProductChangesHandler, cut_snapshot
+    from training.data.storage import read_table
+
+    dataset = tiny_config.dataset_dir
+    # A query the dataset has never seen (e.g. from the search log): no human labels.
+    train_query = {"query_id": "q-from-log", "query": "acme sofa"}
+    edited = read_table(dataset, "products").column("product_id")[0].as_py()
+    store = tmp_path / "store"
+
+    def label(pid: str, probs: list[float]) -> bus.Delivery:
+        record = topics_pb2.LabelRecord(
+            pair_key=pair_key(train_query["query_id"], pid),
+            query_id=train_query["query_id"],
+            query=train_query["query"],
+            product_id=pid,
+            grades=common_pb2.GradeDistribution(probs=probs),
+            expected_score=sum(g * p for g, p in enumerate(probs)),
+            teacher=common_pb2.ModelRef(name="teacher", version="v1"),
+        )
+        return bus.Delivery(None, record)
+
+    change = topics_pb2.RelabelRequest(
+        product_changed=topics_pb2.ProductChanged(
+            products=[
+                common_pb2.Product(product_id="brand-new", title="brand new listing"),
+                common_pb2.Product(product_id=edited, title="edited listing title"),
+            ]
+        )
+    )
+    ProductChangesHandler(store)([bus.Delivery(None, change)])
+    LabelsHandler(store)([label("brand-new", [0, 0, 0, 1]), label(edited, [1, 0, 0, 0])])
+    first = cut_snapshot(store)
+    LabelsHandler(store)([label("brand-new-2", [0, 0, 1, 0])])
+    ProductChangesHandler(store)(
+        [
+            bus.Delivery(
+                None,
+                topics_pb2.RelabelRequest(
+                    product_changed=topics_pb2.ProductChanged(
+                        products=[common_pb2.Product(product_id="brand-new-2", title="second")]
+                    )
+                ),
+            )
+        ]
+    )
+    cut_snapshot(store)
+
+    pinned = tiny_config.model_copy(update={"label_store": store, "snapshot": first.id})
+    data = load_training_set(pinned)
+    teacher = {e.product_id: e for e in data.examples if e.source == TEACHER}
+    assert data.teacher_snapshot == first.id
+    assert set(teacher) == {"brand-new", edited}
+    assert teacher["brand-new"].product_text == "brand new listing"
+    assert teacher[edited].product_text == "edited listing title"
+
+    latest = load_training_set(tiny_config.model_copy(update={"label_store": store}))
+    assert latest.teacher_snapshot == "000002"
+    assert {e.product_id for e in latest.examples if e.source == TEACHER} == {
+        "brand-new",
+        edited,
+        "brand-new-2",
+    }
+    with pytest.raises(LookupError, match="snapshot: '9'"):
+        load_training_set(pinned.model_copy(update={"snapshot": "9"}))
