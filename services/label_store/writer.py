@@ -41,7 +41,7 @@ from contracts.label_snapshots import (
     format_id,
     snapshot_ids,
 )
-from contracts.products import product_row
+from contracts.products import InvalidProduct, product_row, validate_products
 from contracts.schema import NUM_GRADES, SCHEMA_VERSION, TEACHER_LABELS
 from services.core import bus
 from services.label_store.store import (
@@ -175,18 +175,10 @@ class ProductChangesHandler:
             if request.WhichOneof("kind") != "product_changed":
                 continue
             produced_at = request.meta.produced_at.ToNanoseconds()
-            bad = [
-                i
-                for i, p in enumerate(request.product_changed.products)
-                if not p.product_id or not p.title
-            ]
-            if bad:
-                rejected.append(
-                    bus.Rejection(
-                        delivery,
-                        f"product_changed.products[{bad[0]}]: product_id and title are required",
-                    )
-                )
+            try:
+                validate_products(request.product_changed.products, "product_changed.products")
+            except InvalidProduct as exc:
+                rejected.append(bus.Rejection(delivery, str(exc)))
                 continue
             rows.extend(
                 {**product_row(p), "produced_at_ns": produced_at}
