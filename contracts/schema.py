@@ -5,8 +5,8 @@ One dataset is a directory of Parquet tables (see ``training.data.storage``):
 * ``products``  - the catalog, one row per product;
 * ``queries``   - one row per query, with its split;
 * ``judgments`` - human (or simulated-rater) graded labels per (query, product);
-* ``teacher_labels`` - teacher soft labels for (query, product) pairs, written by the
-  dataset materializer from the ``relevance.labels.v1`` topic.
+* ``teacher_labels`` - teacher soft labels for (query, product) pairs: written by
+  ``relkd teacher label``, or read from a label store snapshot (``contracts.label_snapshots``).
 
 Grades use the ESCI scale mapped to integers so that "higher is more relevant":
 ``3 = Exact, 2 = Substitute, 1 = Complement, 0 = Irrelevant``. WANDS' three grades map

@@ -6,8 +6,8 @@ from the previous stage's outputs:
 1. ``simulate``   - catalog, queries, human (simulated rater) judgments;
 2. ``teacher``    - fine-tune the teacher on the human-labeled train split;
 3. ``candidates`` - roll the teacher and the catalog index out to the stack, publish
-   augmentation candidates, let teacher-labeling label them through Kafka, and
-   materialize the labels into the dataset;
+   augmentation candidates, let teacher-labeling label them through Kafka, wait
+   until the label store holds every one of them, and cut the snapshot students read;
 4. ``students``   - cross-encoders on human labels only and with growing augmented
    sets, and two-tower students;
 5. ``evaluate``   - every model on the test queries' human labels, with latency;

@@ -44,7 +44,7 @@ def test_demo_runs_the_loop_and_writes_the_report(tmp_path: Path) -> None:
         assert 0.0 < r["ndcg10"] <= 1.0
         assert 0.0 < r["latency_p50_ms"] <= r["latency_p99_ms"]
 
-    # The augmented set was labeled by the teacher through Kafka and materialized.
+    # The augmented set was labeled by the teacher through Kafka and stored.
     candidates = json.loads((run_dir / "candidates.json").read_text())
     assert candidates["teacher_labels"] == candidates["batch"]["pairs_published"] > 0
 
