@@ -68,6 +68,15 @@ IMAGES: tuple[Image, ...] = (
         never=("torch", "transformers", "kserve", "faiss-cpu", "peft", "matplotlib"),
     ),
     Image(
+        "label-store",
+        "services/label_store/Dockerfile",
+        # Kafka, gRPC and Parquet: the base dependencies are all it needs.
+        None,
+        ("services.label_store",),
+        SERVE,
+        never=("torch", "transformers", "kserve", "tritonclient", "faiss-cpu", "matplotlib"),
+    ),
+    Image(
         "trainer",
         "training/Dockerfile",
         "train",
