@@ -63,34 +63,56 @@ def snapshot_due(store_dir: Path, own: LabelStoreSettings) -> str:
 
 
 class LabelStoreWorkers:
-    """The two consumer loops and the snapshot ticker, as background threads."""
+    """The two background consumers and the snapshot ticker."""
 
     def __init__(self, settings: Settings, own: LabelStoreSettings) -> None:
         self.own = own
         self.store_dir = own.dir
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.publisher = bus.Publisher(settings)
-        self.loops = [
-            bus.ConsumerLoop(
-                settings, LABELS, own.group, LabelsHandler(self.store_dir), self.publisher
+        # One publisher (for dead letters) per consumer: each consumer closes its own.
+        labels_publisher, products_publisher = bus.Publisher(settings), bus.Publisher(settings)
+        self.consumers = [
+            bus.BackgroundConsumer(
+                bus.ConsumerLoop(
+                    settings, LABELS, own.group, LabelsHandler(self.store_dir), labels_publisher
+                ),
+                labels_publisher,
+                "label-consumer",
             ),
-            bus.ConsumerLoop(
-                settings,
-                RELABEL_REQUESTS,
-                f"{own.group}-products",
-                ProductChangesHandler(self.store_dir),
-                self.publisher,
+            bus.BackgroundConsumer(
+                bus.ConsumerLoop(
+                    settings,
+                    RELABEL_REQUESTS,
+                    f"{own.group}-products",
+                    ProductChangesHandler(self.store_dir),
+                    products_publisher,
+                ),
+                products_publisher,
+                "product-consumer",
             ),
         ]
         self._stop = threading.Event()
-        self.threads = [
-            threading.Thread(target=loop.run, name=f"consume-{loop.topic.name}", daemon=True)
-            for loop in self.loops
-        ] + [threading.Thread(target=self._tick, name="snapshot-ticker", daemon=True)]
+        self._ticker = threading.Thread(target=self._tick, name="snapshot-ticker", daemon=True)
 
     def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
+        """Consumers and ticker, outside a gRPC server (which starts the consumers itself)."""
+        for consumer in self.consumers:
+            consumer.start()
+        self.start_ticker()
+
+    def stop(self) -> None:
+        """Lets each consumer finish and commit its batch, then stops the ticker."""
+        for consumer in self.consumers:
+            consumer.stop()
+        self.stop_ticker()
+
+    def start_ticker(self) -> None:
+        self._ticker.start()
+
+    def stop_ticker(self) -> None:
+        self._stop.set()
+        if self._ticker.is_alive():
+            self._ticker.join()
 
     def cut(self, reason: str) -> None:
         snapshot = cut_snapshot(self.store_dir, reason)
@@ -113,31 +135,22 @@ class LabelStoreWorkers:
                 # A failed cut leaves the incoming shards in place; the next tick retries.
                 log.exception("snapshot cut failed; retrying at the next check")
 
-    def stop(self) -> None:
-        """Lets each loop finish and commit its batch, then stops the ticker."""
-        self._stop.set()
-        for loop in self.loops:
-            loop.stop()
-        for thread in self.threads:
-            thread.join()
-        self.publisher.close()
-
 
 async def serve(settings: Settings) -> None:
-    """Runs the health endpoint and, with a Kafka bootstrap, the store's consumers."""
+    """Runs the health endpoint and, with a Kafka bootstrap, the store's consumers; a
+    consumer that dies stops the process non-zero (its supervisor restarts it)."""
     own = LabelStoreSettings()
-    server = GrpcServer([], settings.grpc_host, settings.label_store_port, settings.grpc_grace_s)
+    server = GrpcServer.from_settings([], settings, settings.label_store_port)
     metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
-    workers: LabelStoreWorkers | None = None
-    if settings.kafka_bootstrap:
-        workers = LabelStoreWorkers(settings, own)
-        workers.start()
-        log.info("label store consuming", extra={"store": str(own.dir), "group": own.group})
-    else:
+    if not settings.kafka_bootstrap:
         log.warning("label store consumers not started: RELKD_KAFKA_BOOTSTRAP is empty")
+        await server.serve_until_signal()
+        return
+    workers = LabelStoreWorkers(settings, own)
+    workers.start_ticker()
+    log.info("label store consuming", extra={"store": str(own.dir), "group": own.group})
 
-    async def drain() -> None:
-        if workers is not None:
-            await asyncio.to_thread(workers.stop)
+    async def stop_ticker() -> None:
+        await asyncio.to_thread(workers.stop_ticker)
 
-    await server.serve_until_signal(on_stop=drain)
+    await server.serve_until_signal(on_stop=stop_ticker, background=workers.consumers)
