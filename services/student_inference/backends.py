@@ -211,6 +211,7 @@ class TritonBackend:
         text_input.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
         limit = self.settings.triton_timeout_s
         caller_binds = timeout_s is not None and timeout_s < limit
+        wait_s = min(limit, timeout_s) if timeout_s is not None else limit
         # The Rust tokenizer releases the GIL: count truncations while Triton scores.
         counting = asyncio.create_task(asyncio.to_thread(policy.count_truncated, query, texts))
         try:
@@ -219,7 +220,10 @@ class TritonBackend:
                 [query_input, text_input],
                 model_version=self.settings.student_model_version,
                 outputs=[InferRequestedOutput("score")],
-                client_timeout=min(limit, timeout_s) if timeout_s is not None else limit,
+                client_timeout=wait_s,
+                # Triton's queue policy rejects the request once this has passed, rather
+                # than computing scores nobody is waiting for.
+                timeout=int(wait_s * 1_000_000),
             )
         except InferenceServerException as exc:
             counting.cancel()
@@ -248,7 +252,9 @@ class TritonBackend:
     def _translate(self, exc: InferenceServerException, caller_binds: bool) -> Exception:
         status = exc.status()
         target = f"Triton at {self.settings.triton_url} (model {self.settings.student_model})"
-        if status == str(grpc.StatusCode.DEADLINE_EXCEEDED):
+        # A request that expired in Triton's queue comes back UNAVAILABLE with this text.
+        expired = "timeout expired" in (exc.message() or "").lower()
+        if status == str(grpc.StatusCode.DEADLINE_EXCEEDED) or expired:
             if caller_binds:
                 return DeadlineExceeded(f"{target} did not answer within the caller's deadline")
             return Unavailable(

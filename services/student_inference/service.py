@@ -31,6 +31,7 @@ from services.core.grpc_server import (
     require_count,
 )
 from services.core.settings import Settings
+from services.student_inference.admission import AdmissionGate
 
 SERVICE_NAME = "relevance.v1.StudentInference"
 
@@ -39,6 +40,17 @@ class StudentInferenceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RELKD_", extra="ignore")
 
     max_products: int = Field(256, description="Most products one Score request may carry.")
+    score_max_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Score requests the backend works on at once; more wait in the queue.",
+    )
+    score_max_queued: int = Field(
+        64,
+        ge=0,
+        description="Score requests that may wait for the backend; beyond it, and when a "
+        "request's deadline would pass while waiting, Score answers RESOURCE_EXHAUSTED.",
+    )
     student_backend: str = Field(
         "",
         description="Scoring backend: `triton` (a cross-encoder behind Triton), `two-tower` "
@@ -71,9 +83,10 @@ class ScoringBackend(Protocol):
 
 
 class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServicer):
-    def __init__(self, backend: ScoringBackend | None, max_products: int) -> None:
+    def __init__(self, backend: ScoringBackend | None, settings: StudentInferenceSettings) -> None:
         self.backend = backend
-        self.max_products = max_products
+        self.max_products = settings.max_products
+        self.gate = AdmissionGate(settings.score_max_in_flight, settings.score_max_queued)
 
     async def Score(
         self, request: student_inference_pb2.ScoreRequest, context: grpc.aio.ServicerContext
@@ -87,15 +100,15 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
         if self.backend is None:
             raise FailedPrecondition("no student model loaded (set RELKD_STUDENT_BACKEND)")
         check_deadline(context)
-        timeout_s = context.time_remaining()
-        try:
-            result = await asyncio.wait_for(
-                self.backend.score(request.query, request.products, timeout_s), timeout_s
-            )
-        except TimeoutError as exc:
-            raise DeadlineExceeded(
-                "the student did not answer within the caller's deadline"
-            ) from exc
+        async with self.gate.admit(context.time_remaining()) as timeout_s:
+            try:
+                result = await asyncio.wait_for(
+                    self.backend.score(request.query, request.products, timeout_s), timeout_s
+                )
+            except TimeoutError as exc:
+                raise DeadlineExceeded(
+                    "the student did not answer within the caller's deadline"
+                ) from exc
         return student_inference_pb2.ScoreResponse(
             scores=[
                 student_inference_pb2.ProductScore(product_id=p.product_id, score=s)
@@ -133,7 +146,7 @@ async def serve(settings: Settings) -> None:
             [
                 ServiceBinding(
                     SERVICE_NAME,
-                    StudentInferenceServicer(backend, own.max_products),
+                    StudentInferenceServicer(backend, own),
                     student_inference_pb2_grpc.add_StudentInferenceServicer_to_server,
                 )
             ],

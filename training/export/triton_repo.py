@@ -87,6 +87,24 @@ def _latest_version_policy() -> mc.ModelVersionPolicy:
     return mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=1))
 
 
+# Requests waiting in Triton's queue past this long are rejected, not computed for a
+# caller that has given up; a request's own timeout (student-inference sends the
+# caller's remaining deadline) overrides it.
+DEFAULT_QUEUE_TIMEOUT_US = 2_000_000
+
+
+def _expiring_queue(max_queue_delay_us: int = 0) -> mc.ModelDynamicBatching:
+    """A dynamic batcher whose queue drops requests that expired while waiting."""
+    return mc.ModelDynamicBatching(
+        max_queue_delay_microseconds=max_queue_delay_us,
+        default_queue_policy=mc.ModelQueuePolicy(
+            timeout_action=mc.ModelQueuePolicy.REJECT,
+            default_timeout_microseconds=DEFAULT_QUEUE_TIMEOUT_US,
+            allow_timeout_override=True,
+        ),
+    )
+
+
 def _python_model(name: str, threads: int) -> mc.ModelConfig:
     return mc.ModelConfig(
         name=name,
@@ -96,6 +114,9 @@ def _python_model(name: str, threads: int) -> mc.ModelConfig:
         input=_external_inputs(),
         output=_external_outputs(),
         instance_group=[mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)],
+        # One request is one query's products (no batch dimension): the batcher forms
+        # no batches here, it only gives the queue its expiry policy.
+        dynamic_batching=_expiring_queue(),
         parameters={"intra_op_threads": mc.ModelParameter(string_value=str(threads))},
     )
 
@@ -261,7 +282,7 @@ def _write_gpu_models(
                 ),
                 mc.ModelOutput(**_tensor("grade_probs", mc.TYPE_FP32, [schema.NUM_GRADES])),
             ],
-            dynamic_batching=mc.ModelDynamicBatching(max_queue_delay_microseconds=500),
+            dynamic_batching=_expiring_queue(max_queue_delay_us=500),
             instance_group=[
                 mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_GPU)
             ],

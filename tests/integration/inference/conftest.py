@@ -49,7 +49,7 @@ def start_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[StartService]:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         own = StudentInferenceSettings()
-        servicer = StudentInferenceServicer(load_backend(own), own.max_products)
+        servicer = StudentInferenceServicer(load_backend(own), own)
         binding = ServiceBinding(
             SERVICE_NAME,
             servicer,

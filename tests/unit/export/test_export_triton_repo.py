@@ -31,12 +31,21 @@ EXTERNAL = {
 }
 
 
+def assert_drops_expired_requests(config: mc.ModelConfig) -> None:
+    """Queued requests past their (overridable) timeout are rejected, not computed."""
+    policy = config.dynamic_batching.default_queue_policy
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert policy.default_timeout_microseconds > 0
+    assert policy.allow_timeout_override
+
+
 def test_cpu_repository_is_versioned_python_model(export_dir, tmp_path):
     assert write_triton_repository(export_dir, tmp_path, model_name="ce") == 1
     config = read_config(tmp_path / "ce" / "config.pbtxt")
     assert config.name == "ce" and config.backend == "python" and config.max_batch_size == 0
     assert _io(config) == EXTERNAL
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert_drops_expired_requests(config)
     files = {p.name for p in (tmp_path / "ce" / "1").iterdir()}
     assert files == {"model.py", "model.onnx", "tokenizer.json", "serving.json", "student.json"}
     serving = json.loads((tmp_path / "ce" / "1" / "serving.json").read_text())
@@ -67,6 +76,7 @@ def test_gpu_repository_is_an_ensemble(export_dir, tmp_path):
     onnx_model = read_config(tmp_path / "ce_onnx" / "config.pbtxt")
     assert onnx_model.platform == "onnxruntime_onnx" and onnx_model.max_batch_size == 32
     assert onnx_model.HasField("dynamic_batching")
+    assert_drops_expired_requests(onnx_model)
     assert onnx_model.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert [i.name for i in onnx_model.input] == ["input_ids", "attention_mask", "token_type_ids"]
     assert (tmp_path / "ce_onnx" / "1" / "model.onnx").is_file()
