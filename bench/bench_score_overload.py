@@ -9,8 +9,9 @@ settings: RELKD_SCORE_MAX_IN_FLIGHT / RELKD_SCORE_MAX_QUEUED) in front of the CP
 tritonserver, the cross-encoder of bench_inference.py (trainer's default shape).
 Closed-loop clients send one query with ``--products`` candidates each, with a
 ``--deadline`` per call as a search frontend would, and back off 50 ms after a
-RESOURCE_EXHAUSTED (a shed request asks the caller to retry later). Recorded per phase:
-goodput (OK answers per second), every status code's count, and OK latency.
+RESOURCE_EXHAUSTED or UNAVAILABLE (no work was done; the caller should retry later).
+Recorded per phase: goodput (OK answers per second), every status code's count, and OK
+latency.
 
 Phases: c=1, c=8, c=32 for ``--seconds`` each, then c=8 while tritonserver is
 SIGKILLed at 2 s and restarted on the same ports; that phase also records when the
@@ -48,6 +49,8 @@ from training.export.exporter import export_student
 from training.export.triton_repo import write_cpu_repository
 
 SHED_BACKOFF_S = 0.05
+# Answers after which a frontend backs off before its next call (no work was done).
+RETRY_LATER = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 KILL_AT_S = 2.0
 
 
@@ -95,7 +98,7 @@ async def phase(
                 ok_times.append(time.perf_counter() - start)
             except grpc.aio.AioRpcError as exc:
                 codes[exc.code().name] += 1
-                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                if exc.code() in RETRY_LATER:
                     await asyncio.sleep(SHED_BACKOFF_S)
             i += concurrency
 

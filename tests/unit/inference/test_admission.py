@@ -63,6 +63,51 @@ def test_sheds_instead_of_waiting_past_the_deadline() -> None:
     asyncio.run(scenario())
 
 
+def test_a_freed_slot_goes_to_the_newest_waiter() -> None:
+    async def scenario() -> None:
+        gate = AdmissionGate(max_in_flight=1, max_queued=4)
+        release = asyncio.Event()
+        holder = asyncio.create_task(hold(gate, release))
+        await asyncio.sleep(0)
+        admitted: list[str] = []
+
+        async def wait(name: str) -> None:
+            async with gate.admit(None):
+                admitted.append(name)
+
+        older = asyncio.create_task(wait("older"))
+        await asyncio.sleep(0)
+        newer = asyncio.create_task(wait("newer"))
+        await asyncio.sleep(0)
+        assert gate.waiting == 2
+        release.set()
+        await asyncio.gather(holder, older, newer)
+        # The newest has the most deadline left; the older one follows when it frees.
+        assert admitted == ["newer", "older"]
+        assert gate.in_flight == 0 and gate.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_waiter_gives_up_its_place() -> None:
+    async def scenario() -> None:
+        gate = AdmissionGate(max_in_flight=1, max_queued=4)
+        release = asyncio.Event()
+        holder = asyncio.create_task(hold(gate, release))
+        await asyncio.sleep(0)
+        gone = asyncio.create_task(hold(gate, asyncio.Event()))
+        await asyncio.sleep(0)
+        assert gate.waiting == 1
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        assert gate.waiting == 0
+        release.set()
+        await holder
+        assert gate.in_flight == 0
+
+    asyncio.run(scenario())
+
+
 def test_a_free_slot_admits_even_with_a_stale_service_time() -> None:
     async def scenario() -> None:
         gate = AdmissionGate(max_in_flight=1, max_queued=0)
