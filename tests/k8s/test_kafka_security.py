@@ -17,12 +17,17 @@ USES = {
     "candidate-generation": {
         "read": {RELABEL_REQUESTS.name},
         "write": {CANDIDATES.name, DLQ.name},
-        "group": "candidate-generation",
+        "groups": {"candidate-generation"},
     },
     "teacher-labeling": {
         "read": {CANDIDATES.name},
         "write": {LABELS.name, DLQ.name},
-        "group": "teacher-labeling",
+        "groups": {"teacher-labeling"},
+    },
+    "label-store": {
+        "read": {LABELS.name, RELABEL_REQUESTS.name},
+        "write": {DLQ.name},
+        "groups": {"label-store", "label-store-products"},
     },
 }
 
@@ -67,7 +72,7 @@ def test_each_user_may_touch_only_its_own_topics_and_group(
             if a["resource"]["type"] == "topic" and "Write" in a["operations"]
         }
         groups = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"}
-        assert (read, write, groups) == (uses["read"], uses["write"], {uses["group"]}), name
+        assert (read, write, groups) == (uses["read"], uses["write"], uses["groups"]), name
         assert read | write <= topics
         # No wildcard or prefix grants and nothing beyond reading, writing, describing.
         for acl in acls:
