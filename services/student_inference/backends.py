@@ -229,14 +229,17 @@ class TritonBackend:
             counting.cancel()
             raise self._translate(exc, caller_binds) from exc
         truncated = await counting
+        # The reply names the version that answered, which during a switch may not be
+        # the one this request started with.
         version = result.get_response().model_version or policy_version
-        answered = policy
-        if version != policy_version:
-            # The identity is that of the version that answered.
+        if version == policy_version:
+            answered = policy
+        elif version == self._version:
+            answered = self._policy
+        else:
             answered = await asyncio.to_thread(self._load_policy, version)
-            if version != self._version:
-                log.info("serving new model version", extra={"from": self._version, "to": version})
-                self._policy, self._version = answered, version
+            log.info("serving new model version", extra={"from": self._version, "to": version})
+            self._policy, self._version = answered, version
         scores = result.as_numpy("score")
         if scores is None or scores.shape != (len(texts),):
             raise Unavailable(f"Triton answered a malformed score tensor for {len(texts)} products")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -24,6 +25,8 @@ from services.student_inference import triton_runtime
 from services.student_inference.backends import (
     TritonBackend,
     TritonBackendSettings,
+    TwoTowerBackend,
+    TwoTowerSettings,
     triton_env,
     two_tower_env,
 )
@@ -200,8 +203,17 @@ def test_two_tower_backend_returns_checkpoint_scores(
     assert (response.model.name, response.model.version) == ("tiny-tt", "1")
     assert response.serving.backend == "two-tower"
     assert response.serving.model == str(export_dir.resolve())
-    assert len(response.serving.version) == 12
     assert response.truncated == 0
+    # The serving revision tells exports of one training run against two catalogs apart.
+    fewer = tmp_path / "fewer-products.parquet"
+    pq.write_table(pq.read_table(products_parquet).slice(0, 3), fewer)
+    other_catalog = tmp_path / "two-tower-fewer"
+    export_student(two_tower_checkpoint, other_catalog, int8=False, products=fewer)
+    same = TwoTowerBackend(TwoTowerSettings(student_export_dir=export_dir))
+    other = TwoTowerBackend(TwoTowerSettings(student_export_dir=other_catalog))
+    assert same.serving.version == response.serving.version
+    assert other.serving.version != same.serving.version
+    assert other.spec.model_ref == same.spec.model_ref
 
     with pytest.raises(grpc.RpcError) as info:
         score(address, [products[0], {"product_id": "nowhere", "title": "a new sofa"}])
