@@ -1,7 +1,8 @@
 """`relkd eval`: ranking metrics of baselines and trained models on a dataset split.
 
 It sits above ``training.eval`` (the harness, which knows no model) and the teacher and
-student packages, whose imports register the ``teacher=PATH`` and ``student=PATH`` kinds.
+student packages, whose ``eval_kind`` modules register the ``teacher=PATH`` and
+``student=PATH`` kinds.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ def eval_command(
 ) -> None:
     """Evaluate models on a dataset split (re-ranking each query's judged products)."""
     # Imported here so `relkd --help` does not pay for scipy and the model libraries.
-    # The checkpoint and labeler modules register the trained-model kinds.
+    # Importing the eval_kind modules registers the trained-model kinds.
     from training.eval.evaluate import evaluate_scorer
     from training.eval.scorer import build_scorer
-    from training.student import checkpoint  # noqa: F401
-    from training.teacher import labeler  # noqa: F401
+    from training.student import eval_kind as _student_kind  # noqa: F401
+    from training.teacher import eval_kind as _teacher_kind  # noqa: F401
 
     results = {}
     for spec in model or ["bm25", "bi-encoder"]:

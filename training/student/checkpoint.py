@@ -15,7 +15,6 @@ import torch
 
 from contracts.artifacts import CrossEncoderSpec, TwoTowerSpec, read_student_spec
 from contracts.text import product_text
-from training.eval.scorer import checkpoint_argument, register_scorer
 from training.student.models.base import StudentModel, to_device
 from training.student.models.cross_encoder import CrossEncoderStudent
 from training.student.models.two_tower import TwoTowerStudent
@@ -98,9 +97,3 @@ def load_student(path: Path | str, *, device: str | None = None) -> StudentScore
         name=str(spec.model_ref),
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
     )
-
-
-@register_scorer("student")
-def _student_kind(_dataset_dir: Path, argument: str | None) -> StudentScorer:
-    """`relkd eval --model student=PATH`."""
-    return load_student(checkpoint_argument("student", argument))

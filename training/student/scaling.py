@@ -20,13 +20,14 @@ from typing import Any
 from training.eval.evaluate import evaluate_scorer
 from training.eval.plots import plot_ndcg_vs_augmented
 from training.eval.scorer import build_scorer
+
+# References may name a trained model (`teacher=PATH`, `student=PATH`); importing the
+# eval_kind modules registers those kinds.
+from training.student import eval_kind as _student_kind  # noqa: F401
 from training.student.checkpoint import load_student
 from training.student.config import StudentKind, StudentTrainConfig
 from training.student.train import train
-
-# References may name a teacher (`teacher=PATH`); importing the labeler registers the
-# kind (the student kind is registered by training.student.checkpoint).
-from training.teacher import labeler as _teacher_kind  # noqa: F401
+from training.teacher import eval_kind as _teacher_kind  # noqa: F401
 
 RESULTS_JSON = "scaling.json"
 PLOT_PNG = "scaling.png"

@@ -28,7 +28,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from contracts.artifacts import TeacherSpec, read_teacher_spec
 from contracts.schema import NUM_GRADES, Match
-from training.eval.scorer import checkpoint_argument, register_scorer
 from training.loop import resolve_precision
 from training.teacher import explain
 from training.teacher.explain import Rationale
@@ -276,9 +275,3 @@ class TeacherLabeler:
             for index, row in zip(malformed, fallback, strict=True):
                 labels[index] = self._to_label(row)
         return [label for label in labels if label is not None]
-
-
-@register_scorer("teacher")
-def _teacher_kind(_dataset_dir: Path, argument: str | None) -> TeacherLabeler:
-    """`relkd eval --model teacher=PATH`."""
-    return TeacherLabeler.from_checkpoint(checkpoint_argument("teacher", argument))
