@@ -214,21 +214,48 @@ def up_command(
     triton_repository: Annotated[
         Path | None,
         typer.Option(
-            help="Serve the student of this Triton model repository (from `relkd demo` "
-            "or `relkd student triton-repo`) through a local Triton."
+            help="Serve the student of this Triton model repository through a local Triton "
+            "[default: the newest under RELKD_DATA_DIR, e.g. from `relkd demo`]."
+        ),
+    ] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="Teacher checkpoint teacher-labeling loads [default: RELKD_TEACHER_CHECKPOINT, "
+            "else the newest under RELKD_DATA_DIR]."
         ),
     ] = None,
 ) -> None:
-    """Start the broker, Triton (with --triton-repository) and the services; Ctrl-C stops all."""
+    """Start the broker, Triton and the services, serving the newest trained teacher and
+    student under RELKD_DATA_DIR unless told otherwise; Ctrl-C stops all."""
+    from ops.served_models import MAKE_STUDENT, MAKE_TEACHER, discover
+
     # First: a stop request while things are still starting must stop what started.
     _stop_on_signal()
-    configure_logging("relkd-up", get_settings().log_level)
+    settings = get_settings()
+    configure_logging("relkd-up", settings.log_level)
     started = time.monotonic()
+    found = discover(settings.data_dir)
+    teacher = teacher or _env_path("RELKD_TEACHER_CHECKPOINT") or found.teacher
+    triton_repository = triton_repository or found.triton_repository
+    env = {"RELKD_TEACHER_CHECKPOINT": str(teacher)} if teacher else {}
     try:
-        with running_stack(timeout_s=timeout, triton_repository=triton_repository) as stack:
+        with running_stack(
+            extra_env=env, timeout_s=timeout, triton_repository=triton_repository
+        ) as stack:
             typer.echo(f"kafka               {stack.bootstrap}")
             if "RELKD_TRITON_URL" in stack.env:
                 typer.echo(f"triton              {stack.env['RELKD_TRITON_URL']}  READY")
+            typer.echo(
+                f"teacher             {teacher}"
+                if teacher
+                else f"teacher             none under {settings.data_dir}: {MAKE_TEACHER} makes one"
+            )
+            typer.echo(
+                f"student             {triton_repository}"
+                if triton_repository
+                else f"student             none under {settings.data_dir}: {MAKE_STUDENT} makes one"
+            )
             for name in SERVICES:
                 typer.echo(f"{name:<20}{stack.address(name)}  SERVING")
             typer.echo(
@@ -240,6 +267,11 @@ def up_command(
                 time.sleep(0.5)
     except StopRequested as stop:
         log.info("stopped", extra={"signal": signal.Signals(stop.args[0]).name})
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "")
+    return Path(value) if value else None
 
 
 class StopRequested(BaseException):

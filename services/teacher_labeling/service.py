@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +27,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
 
+from contracts.artifacts import TEACHER_JSON
 from contracts.identity import ModelRef
 from contracts.products import InvalidProduct, product_row, validate_product, validate_products
 from contracts.topics import CANDIDATES, LABELS, pair_key
@@ -48,6 +51,9 @@ BATCH_PAIRS = Histogram(
     "Pairs per consumed batch handed to the teacher (how full the micro-batches can be).",
     buckets=(1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096),
 )
+TEACHER_RELOADS = Counter(
+    "relkd_teacher_reloads_total", "New teachers loaded in place from the checkpoint directory."
+)
 
 SERVICE_NAME = "relevance.v1.TeacherLabeling"
 PRODUCER = "teacher-labeling"
@@ -68,6 +74,12 @@ class TeacherLabelingSettings(BaseSettings):
         ge=0,
         description="Most `features`, and most `attributes`, one product of a Label pair "
         "may carry.",
+    )
+    teacher_reload_check_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often the service checks the teacher checkpoint's teacher.json for "
+        "a new teacher (written in place by a rollout), which it then loads without a restart.",
     )
     teacher_poll_batches: int = Field(
         16,
@@ -102,15 +114,68 @@ def _rationale(label: Any) -> common_pb2.Rationale | None:
     )
 
 
+class ReloadingLabeler:
+    """The teacher of one checkpoint directory, reloaded when its ``teacher.json`` changes.
+
+    A rollout writes a new teacher into the directory (``teacher.json`` last); the next
+    :meth:`current` after ``check_s`` loads it. A teacher that fails to load (still being
+    written, say) leaves the current one in place until the next check.
+    """
+
+    def __init__(self, path: Path, check_s: float) -> None:
+        self.path = Path(path)
+        self.check_s = check_s
+        self._spec = self.path / TEACHER_JSON
+        self._stamp = self._spec.stat().st_mtime_ns
+        self._labeler = load_labeler(self.path)
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def current(self) -> Labeler:
+        """The teacher to label with now; callers read its name and version from it."""
+        with self._lock:
+            if time.monotonic() - self._checked >= self.check_s:
+                self._checked = time.monotonic()
+                self._reload_if_changed()
+            return self._labeler
+
+    def _reload_if_changed(self) -> None:
+        try:
+            stamp = self._spec.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if stamp == self._stamp:
+            return
+        try:
+            labeler = load_labeler(self.path)
+        except Exception:
+            log.exception("new teacher failed to load; keeping the current one")
+            return
+        log.info(
+            "teacher reloaded",
+            extra={"old": self._labeler.version, "new": labeler.version, "path": str(self.path)},
+        )
+        self._labeler, self._stamp = labeler, stamp
+        TEACHER_RELOADS.inc()
+
+
+def current_labeler(labeler: Labeler | ReloadingLabeler) -> Labeler:
+    """One consistent teacher for one labeling call (a reload may swap it between calls)."""
+    return labeler.current() if isinstance(labeler, ReloadingLabeler) else labeler
+
+
 class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer):
     def __init__(
-        self, labeler: Labeler | None, max_pairs: int, max_product_items: int = 64
+        self,
+        labeler: Labeler | ReloadingLabeler | None,
+        max_pairs: int,
+        max_product_items: int = 64,
     ) -> None:
         self.labeler = labeler
         self.max_pairs = max_pairs
         self.max_product_items = max_product_items
 
-    def _require_model(self) -> Labeler:
+    def _require_model(self) -> Labeler | ReloadingLabeler:
         if self.labeler is None:
             raise FailedPrecondition("no teacher model loaded (set RELKD_TEACHER_CHECKPOINT)")
         return self.labeler
@@ -142,7 +207,7 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
             [(p.query.strip(), p.product.product_id) for p in request.pairs],
             lambda i: f"pairs[{i}]",
         )
-        labeler = self._require_model()
+        labeler = current_labeler(self._require_model())
         inputs = [(p.query, product_row(p.product)) for p in request.pairs]
         labels = await asyncio.to_thread(labeler.label, inputs, request.explain)
         PAIRS_LABELED.labels("rpc").inc(len(inputs))
@@ -164,10 +229,9 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
 class CandidateLabelingHandler:
     """The consumer side: labels candidate batches and publishes one label per pair."""
 
-    def __init__(self, labeler: Labeler, publisher: bus.Publisher) -> None:
+    def __init__(self, labeler: Labeler | ReloadingLabeler, publisher: bus.Publisher) -> None:
         self.labeler = labeler
         self.publisher = publisher
-        self.teacher = ModelRef(name=labeler.name, version=labeler.version).to_proto()
 
     def __call__(
         self, deliveries: Sequence[bus.Delivery[topics_pb2.CandidateBatch]]
@@ -181,11 +245,13 @@ class CandidateLabelingHandler:
                 continue
             pairs.extend((delivery.message, product) for product in delivery.message.products)
         if pairs:
-            labels = self.labeler.label([(batch.query, product_row(p)) for batch, p in pairs])
+            labeler = current_labeler(self.labeler)
+            teacher = ModelRef(name=labeler.name, version=labeler.version).to_proto()
+            labels = labeler.label([(batch.query, product_row(p)) for batch, p in pairs])
             PAIRS_LABELED.labels("topic").inc(len(pairs))
             BATCH_PAIRS.observe(len(pairs))
             for (batch, product), label in zip(pairs, labels, strict=True):
-                self._publish(batch, product, label)
+                self._publish(batch, product, label, teacher)
         return rejected
 
     @staticmethod
@@ -203,13 +269,17 @@ class CandidateLabelingHandler:
         return ""
 
     def _publish(
-        self, batch: topics_pb2.CandidateBatch, product: common_pb2.Product, label: Any
+        self,
+        batch: topics_pb2.CandidateBatch,
+        product: common_pb2.Product,
+        label: Any,
+        teacher: common_pb2.ModelRef,
     ) -> None:
         key = pair_key(batch.query_id, product.product_id)
         meta = bus.event_meta(PRODUCER)
         # Deterministic id: a redelivered candidate yields a byte-identical label record
         # apart from its timestamp, so consumers can de-duplicate on event_id.
-        meta.event_id = hashlib.sha1(f"{key}|{self.teacher.version}".encode()).hexdigest()
+        meta.event_id = hashlib.sha1(f"{key}|{teacher.version}".encode()).hexdigest()
         record = topics_pb2.LabelRecord(
             meta=meta,
             pair_key=key,
@@ -218,14 +288,17 @@ class CandidateLabelingHandler:
             product_id=product.product_id,
             grades=common_pb2.GradeDistribution(probs=label.grade_probs),
             expected_score=label.expected_score,
-            teacher=self.teacher,
+            teacher=teacher,
             rationale=_rationale(label),
         )
         self.publisher.publish(LABELS, key, record)
 
 
 def labeling_loop(
-    settings: Settings, own: TeacherLabelingSettings, labeler: Labeler, publisher: bus.Publisher
+    settings: Settings,
+    own: TeacherLabelingSettings,
+    labeler: Labeler | ReloadingLabeler,
+    publisher: bus.Publisher,
 ) -> bus.ConsumerLoop:
     """The labeling workers' consumer of the candidates topic, in bounded steps."""
     return bus.ConsumerLoop(
@@ -249,7 +322,11 @@ def load_labeler(path: Path | None) -> Labeler | None:
 async def serve(settings: Settings) -> None:
     """Runs the gRPC service and, when a teacher is loaded, the labeling workers."""
     own = TeacherLabelingSettings()
-    labeler = load_labeler(own.teacher_checkpoint)
+    labeler = (
+        ReloadingLabeler(own.teacher_checkpoint, own.teacher_reload_check_s)
+        if own.teacher_checkpoint is not None
+        else None
+    )
     server = GrpcServer.from_settings(
         [
             ServiceBinding(

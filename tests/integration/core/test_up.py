@@ -42,6 +42,13 @@ def test_up_serves_everything_and_stops_cleanly(broker: str, tmp_path) -> None:
             if line.startswith("all SERVING"):
                 break
         assert lines[-1].startswith("all SERVING"), "".join(lines)
+        # Nothing trained under the data dir: it says which command makes each model.
+        assert any(
+            line.startswith("teacher") and "relkd teacher train" in line for line in lines
+        ), "".join(lines)
+        assert any(
+            line.startswith("student") and "relkd student triton-repo" in line for line in lines
+        ), "".join(lines)
         descendants = psutil.Process(up.pid).children(recursive=True)
         assert len(descendants) >= len(SERVICES) + 1  # the broker and the services
 
