@@ -55,8 +55,9 @@ from contracts.artifacts import (
 from contracts.identity import ModelRef
 from contracts.text import product_text
 from services.core.grpc_server import DeadlineExceeded, InvalidArgument, Unavailable
+from services.core.settings import Settings
 from services.student_inference.service import ScoreResult
-from services.student_inference.triton_runtime import TritonServer
+from services.student_inference.triton_runtime import TritonServer, triton_client_tls
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,9 @@ class TritonBackend:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             self._client = InferenceServerClient(
-                self.settings.triton_url, channel_args=_CHANNEL_ARGS
+                self.settings.triton_url,
+                channel_args=_CHANNEL_ARGS,
+                **triton_client_tls(Settings()),  # type: ignore[arg-type]
             )
             self._client_loop = loop
         return self._client

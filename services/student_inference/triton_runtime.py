@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core import process
 from services.core.broker import free_port
+from services.core.settings import Settings
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the server and the Python-backend models import; changing this list makes
@@ -144,6 +145,41 @@ def _prepare_backends(install: TritonInstall) -> None:
     shutil.copy2(stub, install.backend_dir / "python" / stub.name)
 
 
+def triton_client_tls(settings: Settings) -> dict[str, object]:
+    """tritonclient keyword arguments for the platform's gRPC client TLS settings.
+
+    Triton is one of the platform's gRPC servers: when `RELKD_GRPC_TLS_CA_FILE` is set,
+    student-inference (and the readiness probe here) reach it over TLS, presenting the
+    client certificate under mTLS. Triton checks no tokens: it is reachable only from
+    student-inference (NetworkPolicy on a cluster, loopback on the embedded stack).
+    """
+    if settings.grpc_tls_ca_file is None:
+        return {}
+    tls: dict[str, object] = {"ssl": True, "root_certificates": str(settings.grpc_tls_ca_file)}
+    if settings.grpc_tls_client_cert_file is not None:
+        tls["certificate_chain"] = str(settings.grpc_tls_client_cert_file)
+    if settings.grpc_tls_client_key_file is not None:
+        tls["private_key"] = str(settings.grpc_tls_client_key_file)
+    return tls
+
+
+def _server_tls_args(settings: Settings) -> list[str]:
+    """tritonserver flags for the platform's gRPC server TLS settings (none: plaintext)."""
+    if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
+        return []
+    args = [
+        "--grpc-use-ssl=true",
+        f"--grpc-server-cert={settings.grpc_tls_cert_file}",
+        f"--grpc-server-key={settings.grpc_tls_key_file}",
+    ]
+    if settings.grpc_tls_client_ca_file is not None:
+        args += [
+            f"--grpc-root-cert={settings.grpc_tls_client_ca_file}",
+            "--grpc-use-ssl-mutual=true",
+        ]
+    return args
+
+
 def _server_ready(client: grpcclient.InferenceServerClient) -> bool:
     try:
         return bool(client.is_server_ready())
@@ -173,6 +209,8 @@ class TritonServer:
         if model_control not in ("explicit", "none"):
             raise ValueError(f"model_control: expected 'explicit' or 'none', got {model_control!r}")
         self.settings = settings or TritonSettings()
+        # TLS as for every gRPC server of the platform (docs/security.md).
+        self.security = Settings()
         self.install = TritonInstall(self.settings.triton_venv.resolve())
         self.model_repository = Path(model_repository).resolve()
         self.model_control = model_control
@@ -198,7 +236,7 @@ class TritonServer:
         return self._process is not None and self._process.poll() is None
 
     def client(self) -> grpcclient.InferenceServerClient:
-        return grpcclient.InferenceServerClient(self.grpc_url)
+        return grpcclient.InferenceServerClient(self.grpc_url, **triton_client_tls(self.security))
 
     def command(self) -> list[str]:
         # A unique shared-memory prefix keeps several servers on one host apart.
@@ -218,6 +256,7 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             "--pinned-memory-pool-byte-size=0",
             f"--exit-timeout-secs={max(1, int(self.settings.triton_stop_grace_s))}",
+            *_server_tls_args(self.security),
         ]
         args += [f"--load-model={name}" for name in self.load_models]
         return args
