@@ -15,8 +15,9 @@ Kept off the GPU's critical path (issue 17):
 
 * no host synchronisation per step: losses are accumulated on the device and read once
   every ``log_every`` steps and at evaluations, when the metric rows are written;
-* the next step's micro-batches are prepared (tokenized, collated, pinned) on a
-  background thread while the current step runs;
+* on CUDA the next step's micro-batches are prepared (tokenized, collated, pinned) on a
+  background thread while the current step runs (on a CPU that thread would only
+  compete with torch's threads for the same cores);
 * on CUDA, training attention avoids the cuDNN SDPA backend, which builds a plan per
   padded shape (19 ms of CPU a call, measured in ../shared/GPU-FINDINGS.md), and padded
   lengths are rounded up to :attr:`DeviceSetup.pad_multiple` so shapes repeat.
@@ -194,6 +195,7 @@ class LoopSettings:
     keep_resume_state: bool = False  # False: removed when the run ends
     write_resume_state: bool = True  # False on all but one distributed rank
     log_every: int = 25  # steps between host reads of the losses (one sync each)
+    prefetch: bool | None = None  # batches prepared on a worker thread; None: on CUDA only
     clip_norm: float = 1.0
     progress: bool = True
 
@@ -228,22 +230,34 @@ class MetricsLog:
 
 
 class _Prefetcher:
-    """Prepares step ``n + 1``'s micro-batches on a worker thread while step ``n`` runs.
+    """Prepares step ``n + 1``'s micro-batches on a worker thread while step ``n`` runs
+    (``background``), or each step's when it is taken.
 
     :meth:`idle` waits for the worker before an evaluation, so the two never use a
     (not thread-safe) tokenizer at once.
     """
 
-    def __init__(self, prepare: Callable[[int], Sequence[Any]], first: int, last: int) -> None:
+    def __init__(
+        self, prepare: Callable[[int], Sequence[Any]], first: int, last: int, background: bool
+    ) -> None:
         self._prepare, self._last = prepare, last
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        # No worker: submit() runs the call at once, in the training thread.
+        self._pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") if background else None
+        )
         self._next: Future[Sequence[Any]] | None = None
         self._submit(first)
 
     def _submit(self, step: int) -> None:
-        self._next = self._pool.submit(self._prepare, step) if step < self._last else None
+        self._next = (
+            self._pool.submit(self._prepare, step)
+            if self._pool is not None and step < self._last
+            else None
+        )
 
     def take(self, step: int) -> Sequence[Any]:
+        if self._pool is None:
+            return self._prepare(step)
         assert self._next is not None, f"step {step} was not prefetched"
         batches = self._next.result()
         self._submit(step + 1)
@@ -254,7 +268,8 @@ class _Prefetcher:
             self._next.exception()  # waits; an error surfaces when the step takes it
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -393,7 +408,8 @@ class TrainingLoop:
         """Train until ``max_steps`` or an early stop; one row per step to ``metrics_log``."""
         settings, state = self.settings, self.state
         examples, train_seconds = 0, 0.0
-        prefetch = _Prefetcher(task.micro_batches, state.step, settings.max_steps)
+        background = self.setup.cuda if settings.prefetch is None else settings.prefetch
+        prefetch = _Prefetcher(task.micro_batches, state.step, settings.max_steps, background)
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -131,9 +131,10 @@ def test_losses_are_read_at_log_points_and_evaluations_only():
 
 
 def test_batches_are_prepared_ahead_on_a_worker_and_never_during_an_evaluation():
+    # The worker runs by default on CUDA; forced here.
     model = _model()
     task = RegressionTask(model)
-    _loop(model, eval_every=1).run(task)  # type: ignore[arg-type]
+    _loop(model, eval_every=1, prefetch=True).run(task)  # type: ignore[arg-type]
     prepared = [step for kind, step, _ in task.events if kind == "prepare"]
     assert prepared == list(range(10))
     assert {thread for kind, _, thread in task.events if kind == "prepare"} != {
@@ -141,6 +142,11 @@ def test_batches_are_prepared_ahead_on_a_worker_and_never_during_an_evaluation()
     }
     assert all(thread.startswith("prefetch") for k, _, thread in task.events if k == "prepare")
     assert task.overlaps == 0
+
+    # By default (on a CPU) the training thread prepares each step itself.
+    task = RegressionTask(model)
+    _loop(model, max_steps=3).run(task)  # type: ignore[arg-type]
+    assert {thread for _, _, thread in task.events} == {threading.current_thread().name}
 
 
 def test_early_stopping_after_patience_evaluations_without_gain():
