@@ -94,6 +94,9 @@ class Stack:
         self.bootstrap = bootstrap
         self.triton = triton
         self.triton_restarts = 0
+        # The student model Triton serves, and its version directories when last loaded.
+        self.student_model = (extra_env or {}).get("RELKD_STUDENT_MODEL") if triton else None
+        self._student_versions = self._versions()
         self.settings = settings
         self.max_restarts = max_restarts
         self.log_dir = settings.data_dir / "logs"
@@ -139,8 +142,29 @@ class Stack:
         if pending:
             raise TimeoutError(f"not SERVING after {timeout_s}s: {', '.join(sorted(pending))}")
 
+    def _versions(self) -> frozenset[str]:
+        if self.triton is None or not self.student_model:
+            return frozenset()
+        folder = self.triton.model_repository / self.student_model
+        return frozenset(p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def reload_new_student(self) -> bool:
+        """Loads the student again when a rollout added a version to its repository
+        (`relkd student triton-repo` into the same directory): Triton switches to the
+        latest version and student-inference follows it, with no restart."""
+        versions = self._versions()
+        if versions == self._student_versions:
+            return False
+        assert self.triton is not None and self.student_model
+        log.info("new student version", extra={"versions": sorted(versions, key=int)})
+        self.triton.load_model(self.student_model)
+        self._student_versions = versions
+        return True
+
     def supervise_once(self) -> None:
-        """Restarts children that died, Triton included, up to `max_restarts` each."""
+        """Restarts children that died, Triton included, up to `max_restarts` each, and
+        loads a student version a rollout added."""
+        self.reload_new_student()
         if self.triton is not None and not self.triton.is_running():
             if self.triton_restarts >= self.max_restarts:
                 raise RuntimeError("tritonserver keeps exiting")

@@ -51,3 +51,38 @@ def test_nothing_trained_means_nothing_to_serve(tmp_path: Path) -> None:
     found = discover(tmp_path / "missing")
     assert found.teacher is None and found.triton_repository is None
     assert discover(tmp_path).teacher is None
+
+
+class RecordingTriton:
+    """Stands in for the tritonserver process (tests/integration/triton shows that
+    `load_model` on a repository with a new version directory serves that version)."""
+
+    def __init__(self, repository: Path) -> None:
+        self.model_repository = repository
+        self.loads: list[str] = []
+
+    def is_running(self) -> bool:
+        return True
+
+    def load_model(self, name: str) -> None:
+        self.loads.append(name)
+
+
+def test_a_new_student_version_is_loaded_without_a_restart(tmp_path: Path) -> None:
+    from ops.stack import Stack
+    from services.core.settings import Settings
+
+    (tmp_path / "repo" / "student" / "1").mkdir(parents=True)
+    triton = RecordingTriton(tmp_path / "repo")
+    stack = Stack(
+        "127.0.0.1:1",
+        Settings(data_dir=tmp_path / "data"),
+        {"RELKD_STUDENT_MODEL": "student"},
+        triton=triton,  # type: ignore[arg-type]
+    )
+    stack.supervise_once()
+    assert triton.loads == []
+    (tmp_path / "repo" / "student" / "2").mkdir()  # a rollout writes version 2
+    stack.supervise_once()
+    stack.supervise_once()
+    assert triton.loads == ["student"]
