@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
 from rich.console import Console
 from rich.table import Table
 
@@ -109,7 +110,7 @@ def measure(image: Image, work: Path, console: Console) -> dict:
         check=True,
         env=VENV_ENV,
     )
-    distributions = {d["name"].lower(): d["version"] for d in json.loads(freeze.stdout)}
+    distributions = {canonicalize_name(d["name"]): d["version"] for d in json.loads(freeze.stdout)}
     modules = runs(image)
     check = subprocess.run(
         [str(venv / "bin" / "python"), "-c", IMPORT_CHECK, *modules],
@@ -129,7 +130,7 @@ def measure(image: Image, work: Path, console: Console) -> dict:
         "packages_mib": round((size - empty_bytes) / MIB, 1),
         "distributions": len(distributions),
         "torch": distributions.get("torch"),
-        "never_installed": sorted(set(image.never) & set(distributions)),
+        "never_installed": sorted({canonicalize_name(n) for n in image.never} & set(distributions)),
         "largest_mib": {name: round(n / MIB, 1) for name, n in sizes[:8]},
         "modules_imported": len(modules) - len(failed),
         "import_failures": failed,
