@@ -14,6 +14,7 @@ from ops import certs, stack
 from ops.demo.command import demo_command
 from ops.jobs import cli as jobs_cli
 from ops.jobs import validate_cli
+from ops.loop import cli as loop_cli
 from ops.rollout import cli as rollout_cli
 from services import serve
 from services.candidate_generation import cli as candidates_cli
@@ -47,4 +48,6 @@ app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(validate_cli.app, name="k8s")
 app.add_typer(rollout_cli.app, name="rollout")
 app.add_typer(certs.app, name="certs")
+app.add_typer(loop_cli.app, name="loop")
+app.command("controller")(loop_cli.controller_command)
 app.add_typer(dead_letters.app, name="dlq")

@@ -77,6 +77,14 @@ IMAGES: tuple[Image, ...] = (
         never=("torch", "transformers", "kserve", "tritonclient", "faiss-cpu", "matplotlib"),
     ),
     Image(
+        "controller",
+        "services/controller/Dockerfile",
+        "controller",
+        # Rounds: gate scoring and export (training), Jobs and KServe rollouts (ops.loop).
+        ("services.controller", "ops.loop"),
+        "ops.cli",
+    ),
+    Image(
         "trainer",
         "training/Dockerfile",
         "train",

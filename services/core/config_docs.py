@@ -18,6 +18,7 @@ SETTINGS_CLASSES = (
     ("Candidate generation", "services.candidate_generation.settings", "CandidateSettings"),
     ("Teacher labeling", "services.teacher_labeling.service", "TeacherLabelingSettings"),
     ("Label store", "services.label_store.settings", "LabelStoreSettings"),
+    ("Distillation controller", "services.controller.settings", "ControllerSettings"),
     ("Student inference", "services.student_inference.service", "StudentInferenceSettings"),
     (
         "Student inference: Triton backend",

@@ -1,0 +1,1 @@
+"""`relkd loop` and `relkd controller`: the distillation controller wired to the stack."""

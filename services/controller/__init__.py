@@ -1,0 +1,1 @@
+"""The distillation controller: retrain on fresh labels, gate, roll out or refuse (docs/loop.md)."""
