@@ -127,10 +127,13 @@ class Publisher:
             "delivery_timeout_ms": settings.kafka_delivery_timeout_ms,
             # A send waits this long for topic metadata when the broker is away.
             "max_block_ms": settings.kafka_request_timeout_ms,
+            "bootstrap_timeout_ms": settings.kafka_request_timeout_ms,
             "max_request_size": settings.kafka_max_message_bytes,
         }
         config.update(producer_config)
+        self._config = config
         self._producer = KafkaProducer(**config)
+        self._stale = False
         self._pending: list[tuple[str, FutureRecordMetadata]] = []
 
     def publish(self, topic: Topic, key: str, message: Message) -> None:
@@ -144,6 +147,10 @@ class Publisher:
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queues bytes as they are (re-driving a dead letter to its origin topic)."""
+        if self._stale:
+            self._renew()
+            if self._stale:
+                raise DeliveryFailed("no producer: the brokers cannot be reached")
         future = self._producer.send(topic, key=key, value=value)
         self._pending.append((topic, future))
 
@@ -164,6 +171,7 @@ class Publisher:
             self._producer.flush(timeout=timeout)
         except KafkaTimeoutError as exc:
             waiting = sum(not future.is_done for _, future in pending)
+            self._renew()
             raise DeliveryFailed(
                 f"{waiting} of {len(pending)} sends not acknowledged within {timeout:g} s"
             ) from exc
@@ -173,9 +181,22 @@ class Publisher:
             metrics.PUBLISHED.labels(topic).inc(delivered)
         if failed:
             topic, first = failed[0]
+            self._renew()
             raise DeliveryFailed(
                 f"{len(failed)} of {len(pending)} sends failed (first, to {topic}: {first!r})"
             ) from first
+
+    def _renew(self) -> None:
+        """A fresh producer after failed sends: an idempotent producer whose batches
+        expired keeps failing every later send (its sequence numbers are out of step)."""
+        self._stale = True
+        try:
+            fresh = KafkaProducer(**self._config)
+        except KafkaError as exc:  # brokers still away: the next publish tries again
+            log.warning("cannot renew the producer yet", extra={"error": repr(exc)})
+            return
+        old, self._producer, self._stale = self._producer, fresh, False
+        old.close(timeout=0, null_logger=True)
 
     def close(self) -> None:
         """Delivers what is queued (bounded by the delivery timeout), then closes."""
