@@ -107,7 +107,8 @@ class DemoStack:
         from ops.stack import running_stack
 
         if self._stack is None:
-            self._stack = self._exits.enter_context(running_stack(extra_env=env))
+            # Generous: on a busy machine the services take a while to import torch and faiss.
+            self._stack = self._exits.enter_context(running_stack(extra_env=env, timeout_s=120))
         else:
             self._stack.roll(service, env)
         return self._stack
