@@ -6,6 +6,7 @@ BM25, the bi-encoder, the teacher and the students all read products through
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,3 +60,16 @@ def product_text(product: Mapping[str, Any], fields: Sequence[str] = ("title",))
         if text:
             parts.append(text if field == "title" else f"{_LABELS[field]}: {text}")
     return " | ".join(parts)
+
+
+def normalize_query(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def query_id_for(text: str) -> str:
+    """A stable id from the normalised text, so the same query from two sources is one query.
+
+    Candidate generation, student inference (served samples) and the disagreement
+    monitor all name a query by it.
+    """
+    return "q-" + hashlib.sha1(normalize_query(text).encode()).hexdigest()[:16]

@@ -26,9 +26,14 @@ CANDIDATES = Topic("relevance.candidates.v1", topics_pb2.CandidateBatch)
 # label per pair needs to be kept forever.
 LABELS = Topic("relevance.labels.v1", topics_pb2.LabelRecord, {"cleanup.policy": "compact"})
 RELABEL_REQUESTS = Topic("relevance.relabel-requests.v1", topics_pb2.RelabelRequest)
+# A sample of the requests student-inference served (RELKD_SERVED_SAMPLE_RATE), keyed by
+# query_id; the disagreement monitor and the relabel backlog's priorities read it.
+SERVED = Topic(
+    "relevance.served.v1", topics_pb2.ServedSample, {"retention.ms": str(7 * 24 * 3600 * 1000)}
+)
 DLQ = Topic("relevance.dlq.v1", topics_pb2.DeadLetter, {"retention.ms": str(14 * 24 * 3600 * 1000)})
 
-ALL_TOPICS: tuple[Topic, ...] = (CANDIDATES, LABELS, RELABEL_REQUESTS, DLQ)
+ALL_TOPICS: tuple[Topic, ...] = (CANDIDATES, LABELS, RELABEL_REQUESTS, SERVED, DLQ)
 
 PAIR_KEY_SEPARATOR = "\x1f"
 

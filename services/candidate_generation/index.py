@@ -357,6 +357,12 @@ class CatalogIndex:
             product["attributes"] = dict(product.get("attributes") or [])
         return products
 
+    def similar_rows(self, row: int, k: int) -> list[tuple[int, float]]:
+        """The `k` live rows with embeddings closest to `row`'s (itself excluded), best first."""
+        with self._lock:
+            ranked = self._dense_rankings(self.embeddings[row : row + 1], k + 1)[0]
+        return [(r, s) for r, s in ranked if r != row][:k]
+
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         return self.encoder.encode(queries)
 

@@ -7,7 +7,6 @@ written from a product's own fields (attribute sampling) in a shopper's phrasing
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from contracts.schema import Split
-from contracts.text import attribute_pairs
+from contracts.text import attribute_pairs, normalize_query, query_id_for
 from services.candidate_generation.index import CatalogIndex
 from training.data import storage
 
 LOG, SIMULATOR, SYNTHETIC, RELABEL = "log", "simulator", "synthetic", "relabel"
+# A query whose pair student and teacher dispute (the disagreement monitor's requests).
+DISAGREEMENT = "disagreement"
 
 
 @dataclass(frozen=True)
@@ -30,15 +31,6 @@ class QueryRecord:
     query: str
     # Where the query came from (CandidateBatch.source): log, simulator, synthetic, relabel.
     source: str
-
-
-def normalize_query(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def query_id_for(text: str) -> str:
-    """A stable id from the normalised text, so the same query from two sources is one query."""
-    return "q-" + hashlib.sha1(normalize_query(text).encode()).hexdigest()[:16]
 
 
 def dedupe(records: Iterable[QueryRecord]) -> list[QueryRecord]:

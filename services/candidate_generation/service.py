@@ -2,6 +2,7 @@
 
 * ``Generate(query, k)``: the fused top-k of the catalog index, for ad-hoc use.
 * ``GenerateBatch(queries, per_query)``: spectrum-sampled candidates per query.
+* ``UpsertProducts(products)``: publishes them as a ``product_changed`` request.
 * A consumer group on ``relevance.relabel-requests.v1``:
 
   - ``ProductChanged``: the products are upserted into the index (which is saved
@@ -9,9 +10,17 @@
     changed product by embedding, carrying the changed products they matched, and
     (b) one synthetic query written from each changed product, with a full
     spectrum sample that includes the product;
-  - ``NewQuery``: the query joins the known pool and gets a spectrum sample.
+  - ``NewQuery``: the query joins the known pool and gets a spectrum sample;
+  - ``TeacherChanged``: the pairs the label store holds under other teacher versions
+    join the relabel backlog (``requeue.py``), which re-publishes them as candidates
+    under a pairs-per-hour budget, most served and most borderline first;
+  - ``Disagreement``: the disputed pair is relabeled, in one batch with the catalog's
+    products nearest the disputed one (fresh candidates where the student is wrong);
+  - no kind (empty, or one this version does not know): dead-lettered with the reason.
 
-  Other kinds (teacher changed, disagreement) concern the teacher and are ignored.
+  The label store consumes the same ``product_changed`` requests for product text.
+* A consumer group on ``relevance.served.v1`` counts served pairs: the backlog's
+  first priority.
 """
 
 from __future__ import annotations
@@ -34,16 +43,24 @@ from relevance.v1 import (
 
 from contracts.products import InvalidProduct, product_message, product_row, validate_products
 from contracts.schema import Split
-from contracts.topics import CANDIDATES, RELABEL_REQUESTS
+from contracts.topics import CANDIDATES, RELABEL_REQUESTS, SERVED
 from services.candidate_generation.batch import candidate_batch
 from services.candidate_generation.index import CatalogIndex, Encoder, MiniLMEncoder
 from services.candidate_generation.queries import (
+    DISAGREEMENT,
     RELABEL,
     QueryRecord,
     query_id_for,
     read_query_log,
     simulator_queries,
     synthetic_query,
+)
+from services.candidate_generation.requeue import (
+    BACKLOG_FILE,
+    DatasetLabels,
+    LabelSource,
+    RelabelBacklog,
+    RequeueDrain,
 )
 from services.candidate_generation.sampling import TOP, Candidate, SamplingConfig, SpectrumSampler
 from services.candidate_generation.settings import CandidateSettings
@@ -63,6 +80,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "relevance.v1.CandidateGeneration"
 MAX_K = 1000
+PRODUCER = "candidate-generation"
+# Candidate.stratum of the products nearest a disputed one.
+NEIGHBOUR = "neighbour"
 
 
 @dataclass
@@ -193,6 +213,25 @@ class CandidateEngine:
         )
         return list(zip(queries, sampled, strict=True))
 
+    def disputed(self, pairs: Sequence[DisputedPair]) -> list[tuple[QueryRecord, list[Candidate]]]:
+        """Each disputed product with the catalog's products nearest it, for its query."""
+        self.add_known_queries([p.query for p in pairs])
+        index = self.require_index()
+        out = []
+        for pair in pairs:
+            row = index.row_of(pair.product_id)
+            similar = index.similar_rows(row, self.settings.per_query - 1)
+            candidates = [Candidate(pair.product_id, row, 0.0, 0, DISAGREEMENT)]
+            candidates += [
+                Candidate(pid, r, score, rank, NEIGHBOUR)
+                for rank, ((r, score), pid) in enumerate(
+                    zip(similar, index.product_ids_at([r for r, _ in similar]), strict=True),
+                    start=1,
+                )
+            ]
+            out.append((pair.query, candidates))
+        return out
+
 
 def load_query_pool(path: Path) -> list[QueryRecord]:
     """Known queries from a dataset directory (every split) or a query log file."""
@@ -201,12 +240,28 @@ def load_query_pool(path: Path) -> list[QueryRecord]:
     return read_query_log(path)
 
 
+@dataclass(frozen=True)
+class DisputedPair:
+    """A disagreement request: the query and the product student and teacher dispute."""
+
+    query: QueryRecord
+    product_id: str
+
+
 class RelabelHandler:
     """Consumer-group handler for relabel requests (see the module docstring)."""
 
-    def __init__(self, engine: CandidateEngine, publisher: bus.Publisher) -> None:
+    def __init__(
+        self,
+        engine: CandidateEngine,
+        publisher: bus.Publisher,
+        requeue: RequeueDrain,
+        labels: LabelSource | None,
+    ) -> None:
         self.engine = engine
         self.publisher = publisher
+        self.requeue = requeue
+        self.labels = labels
 
     def __call__(
         self, deliveries: Sequence[bus.Delivery[topics_pb2.RelabelRequest]]
@@ -214,39 +269,118 @@ class RelabelHandler:
         rejected: list[bus.Rejection] = []
         products: dict[str, dict[str, Any]] = {}
         queries: list[QueryRecord] = []
+        disputed: list[DisputedPair] = []
+        teachers: list[str] = []
         for delivery in deliveries:
             request = delivery.message
             kind = request.WhichOneof("kind")
+            problem = ""
             if kind == "product_changed":
                 problem = _products_problem(request.product_changed.products)
-                if problem:
-                    rejected.append(bus.Rejection(delivery, problem))
-                    continue
-                # The newest text of a product within the batch wins.
-                products.update(
-                    {p.product_id: product_row(p) for p in request.product_changed.products}
-                )
+                if not problem:
+                    # The newest text of a product within the batch wins.
+                    products.update(
+                        {p.product_id: product_row(p) for p in request.product_changed.products}
+                    )
             elif kind == "new_query":
                 text = request.new_query.query.strip()
                 if not text:
-                    rejected.append(bus.Rejection(delivery, "new_query.query: must not be empty"))
-                    continue
-                queries.append(
-                    QueryRecord(request.new_query.query_id or query_id_for(text), text, RELABEL)
-                )
-            elif kind is None:
-                rejected.append(bus.Rejection(delivery, "kind: no request kind is set"))
+                    problem = "new_query.query: must not be empty"
+                else:
+                    queries.append(
+                        QueryRecord(request.new_query.query_id or query_id_for(text), text, RELABEL)
+                    )
+            elif kind == "teacher_changed":
+                problem = self._teacher_problem(request.teacher_changed)
+                if not problem:
+                    teachers.append(request.teacher_changed.teacher.version)
+            elif kind == "disagreement":
+                problem = self._disagreement_problem(request.disagreement)
+                if not problem:
+                    d = request.disagreement
+                    text = d.query.strip()
+                    query = QueryRecord(d.query_id or query_id_for(text), text, DISAGREEMENT)
+                    disputed.append(DisputedPair(query, d.product_id))
+            else:
+                # Unset, or a kind added to the proto after this service was built.
+                problem = "kind: no request kind is set (or one this service does not know)"
+            if problem:
+                rejected.append(bus.Rejection(delivery, problem))
         emitted: list[tuple[QueryRecord, list[Candidate]]] = []
+        # Products first: a disagreement or a re-queued pair in the same batch may be about them.
         if products:
             emitted += self.engine.products_changed(list(products.values()))
         if queries:
             emitted += self.engine.new_queries(queries)
+        if disputed:
+            emitted += self.engine.disputed(disputed)
         for query, candidates in emitted:
             if candidates:
                 index = self.engine.require_index()
                 batch = candidate_batch(index, query, candidates, index.version)
                 self.publisher.publish(CANDIDATES, query.query_id, batch)
+        if teachers:
+            assert self.labels is not None  # _teacher_problem rejects requests otherwise
+            for version in dict.fromkeys(teachers):
+                added = self.requeue.backlog.enqueue(version, self.labels.stale_pairs(version))
+                log.info("teacher changed", extra={"teacher_version": version, "queued": added})
+            self.requeue.drain_once()
         return rejected
+
+    def _teacher_problem(self, request: topics_pb2.TeacherChanged) -> str:
+        if not request.teacher.version:
+            return "teacher_changed.teacher.version: must not be empty"
+        if self.labels is None:
+            return (
+                "teacher_changed: no label store to read labeled pairs from "
+                "(set RELKD_CANDIDATE_LABEL_STORE_DIR)"
+            )
+        return ""
+
+    def _disagreement_problem(self, request: topics_pb2.Disagreement) -> str:
+        if not request.query.strip():
+            return "disagreement.query: must not be empty"
+        if not request.product_id:
+            return "disagreement.product_id: must not be empty"
+        if request.product_id not in self.engine.require_index():
+            return f"disagreement.product_id: {request.product_id!r} is not in the catalog index"
+        return ""
+
+
+class ServedCounter:
+    """Consumer-group handler for served samples: counts served pairs for the backlog."""
+
+    def __init__(self, backlog: RelabelBacklog) -> None:
+        self.backlog = backlog
+
+    def __call__(
+        self, deliveries: Sequence[bus.Delivery[topics_pb2.ServedSample]]
+    ) -> list[bus.Rejection]:
+        rejected: list[bus.Rejection] = []
+        pairs: list[tuple[str, str]] = []
+        for delivery in deliveries:
+            sample = delivery.message
+            if not sample.query_id:
+                rejected.append(bus.Rejection(delivery, "query_id: must not be empty"))
+                continue
+            pairs += [(sample.query_id, p.product_id) for p in sample.products]
+        self.backlog.record_served(pairs)
+        return rejected
+
+
+def product_changed_request(
+    products: Sequence[common_pb2.Product], producer: str
+) -> topics_pb2.RelabelRequest:
+    return topics_pb2.RelabelRequest(
+        meta=bus.event_meta(producer),
+        product_changed=topics_pb2.ProductChanged(products=products),
+    )
+
+
+def publish_relabel_request(publisher: bus.Publisher, request: topics_pb2.RelabelRequest) -> None:
+    """Publishes one relabel request, keyed by its event id, and waits for the broker's ack."""
+    publisher.publish(RELABEL_REQUESTS, request.meta.event_id, request)
+    publisher.flush()
 
 
 def _products_problem(products: Sequence[common_pb2.Product]) -> str:
@@ -260,8 +394,29 @@ def _products_problem(products: Sequence[common_pb2.Product]) -> str:
 
 
 class CandidateGenerationServicer(candidate_generation_pb2_grpc.CandidateGenerationServicer):
-    def __init__(self, engine: CandidateEngine) -> None:
+    def __init__(self, engine: CandidateEngine, publisher: bus.Publisher | None = None) -> None:
         self.engine = engine
+        self.publisher = publisher
+
+    async def UpsertProducts(self, request, context):
+        require(bool(request.products), "products", "must not be empty")
+        limit = self.engine.settings.upsert_max_products
+        require(
+            len(request.products) <= limit,
+            "products",
+            f"at most {limit} products per call, got {len(request.products)}",
+        )
+        for i, product in enumerate(request.products):
+            require(bool(product.product_id), f"products[{i}].product_id", "must not be empty")
+            require(bool(product.title.strip()), f"products[{i}].title", "must not be empty")
+        if self.publisher is None:
+            raise FailedPrecondition("no Kafka to publish to (set RELKD_KAFKA_BOOTSTRAP)")
+        check_deadline(context)
+        event = product_changed_request(request.products, PRODUCER)
+        await asyncio.to_thread(publish_relabel_request, self.publisher, event)
+        return candidate_generation_pb2.UpsertProductsResponse(
+            published=len(request.products), event_id=event.meta.event_id
+        )
 
     async def Generate(self, request, context):
         query = request.query.strip()
@@ -321,14 +476,17 @@ class CandidateGenerationServicer(candidate_generation_pb2_grpc.CandidateGenerat
 
 
 def build_server(
-    engine: CandidateEngine, settings: Settings, port: int | None = None
+    engine: CandidateEngine,
+    settings: Settings,
+    port: int | None = None,
+    publisher: bus.Publisher | None = None,
 ) -> GrpcServer:
     """The gRPC server with the CandidateGeneration service, health and reflection."""
     return GrpcServer.from_settings(
         [
             ServiceBinding(
                 SERVICE_NAME,
-                CandidateGenerationServicer(engine),
+                CandidateGenerationServicer(engine, publisher),
                 candidate_generation_pb2_grpc.add_CandidateGenerationServicer_to_server,
             )
         ],
@@ -337,27 +495,93 @@ def build_server(
     )
 
 
-def relabel_consumer(engine: CandidateEngine, settings: Settings) -> bus.BackgroundConsumer:
-    """The relabel-request consumer group, to run in the background (not started yet)."""
-    publisher = bus.Publisher(settings)
-    loop = bus.ConsumerLoop(
-        settings,
-        RELABEL_REQUESTS,
-        engine.settings.relabel_group,
-        RelabelHandler(engine, publisher),
-        publisher,
-    )
-    return bus.BackgroundConsumer(loop, publisher, "relabel-consumer")
+class RelabelWorkers:
+    """The relabel-request and served-sample consumer groups and the backlog drain.
+
+    `serve` runs `consumers` as the server's background consumers and the drain
+    thread beside them; :meth:`start` / :meth:`stop` run all of it for embedding.
+    """
+
+    def __init__(self, engine: CandidateEngine, settings: Settings) -> None:
+        own = engine.settings
+        self.backlog = RelabelBacklog(own.state_dir / BACKLOG_FILE, own.requeue_pairs_per_hour)
+        # The drain publishes with the relabel consumer's publisher: the handler drains
+        # right after queueing a teacher change, and both flush before committing.
+        publisher = bus.Publisher(settings)
+        self.drain = RequeueDrain(self.backlog, engine.require_index, publisher)
+        self.interval_s = own.requeue_interval_s
+        labels = LabelStoreLabels(LabelStore(LabelStoreSettings().dir))
+        relabel = bus.ConsumerLoop(
+            settings,
+            RELABEL_REQUESTS,
+            own.relabel_group,
+            RelabelHandler(engine, publisher, self.drain, labels),
+            publisher,
+        )
+        served_publisher = bus.Publisher(settings)
+        served = bus.ConsumerLoop(
+            settings, SERVED, own.served_group, ServedCounter(self.backlog), served_publisher
+        )
+        self.consumers = [
+            bus.BackgroundConsumer(relabel, publisher, "relabel-consumer"),
+            bus.BackgroundConsumer(served, served_publisher, "served-counter"),
+        ]
+        self._stop_drain = threading.Event()
+        self._drainer: threading.Thread | None = None
+
+    def start_drain(self) -> None:
+        self._drainer = threading.Thread(
+            target=self.drain.run,
+            args=(self._stop_drain, self.interval_s),
+            name="relabel-backlog-drain",
+            daemon=True,
+        )
+        self._drainer.start()
+
+    def stop_drain(self, timeout_s: float | None = None) -> None:
+        """Stops the drain thread; before the consumers, whose publisher it uses."""
+        self._stop_drain.set()
+        if self._drainer is not None:
+            self._drainer.join(timeout_s)
+
+    def start(self) -> None:
+        for consumer in self.consumers:
+            consumer.start()
+        self.start_drain()
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        self.stop_drain(timeout_s)
+        for consumer in self.consumers:
+            consumer.stop(timeout_s)
+        self.backlog.close()
 
 
 async def serve(settings: Settings) -> None:
-    """Runs the gRPC service and, with Kafka configured, the relabel consumer, until a signal."""
+    """Runs the gRPC service and, with Kafka configured, the relabel workers, until a signal."""
     engine = CandidateEngine.from_settings(CandidateSettings())
-    server = build_server(engine, settings)
     metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
-    consumers: list[bus.BackgroundConsumer] = []
+    workers: RelabelWorkers | None = None
+    upserts: bus.Publisher | None = None
     if settings.kafka_bootstrap:
-        consumers.append(relabel_consumer(engine, settings))
+        workers = RelabelWorkers(engine, settings)
+        upserts = bus.Publisher(settings)
     else:
-        log.warning("relabel consumer not started: RELKD_KAFKA_BOOTSTRAP is empty")
-    await server.serve_until_signal(background=consumers)
+        log.warning("relabel consumers not started: RELKD_KAFKA_BOOTSTRAP is empty")
+    server = build_server(engine, settings, publisher=upserts)
+
+    async def stop_drain() -> None:
+        if workers is not None:
+            await asyncio.to_thread(workers.stop_drain)
+
+    if workers is not None:
+        workers.start_drain()
+    try:
+        await server.serve_until_signal(
+            on_stop=stop_drain, background=workers.consumers if workers else ()
+        )
+    finally:
+        # After the server stopped: in-flight UpsertProducts calls still publish.
+        if upserts is not None:
+            upserts.close()
+        if workers is not None:
+            workers.backlog.close()

@@ -46,3 +46,26 @@ class CandidateSettings(BaseSettings):
     queries_per_changed_product: int = Field(
         20, ge=0, description="Known queries, closest by embedding, that get a changed product."
     )
+    label_store_dir: Path | None = Field(
+        None,
+        description="Label store dataset directory (its teacher_labels table) that a "
+        "teacher_changed request reads the pairs labeled under older teacher versions from; "
+        "unset: teacher_changed requests are dead-lettered.",
+    )
+    requeue_pairs_per_hour: int = Field(
+        20000,
+        ge=1,
+        description="Budget of the relabel backlog: most pairs re-queued for a new teacher in "
+        "any hour (sliding window).",
+    )
+    requeue_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between drains of the relabel backlog."
+    )
+    served_group: str = Field(
+        "candidate-generation-served",
+        description="Consumer group that counts served pairs (relevance.served.v1) for the "
+        "relabel backlog's priorities.",
+    )
+    upsert_max_products: int = Field(
+        1000, ge=1, description="Most products one UpsertProducts call may carry."
+    )

@@ -19,7 +19,7 @@ from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
 
 from contracts.identity import ModelRef
 from contracts.products import InvalidProduct, validate_products
-from services.core import metrics
+from services.core import bus, metrics
 from services.core.grpc_server import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -32,6 +32,7 @@ from services.core.grpc_server import (
 )
 from services.core.settings import Settings
 from services.student_inference.admission import AdmissionGate
+from services.student_inference.served import ServedSampler
 
 SERVICE_NAME = "relevance.v1.StudentInference"
 
@@ -56,6 +57,13 @@ class StudentInferenceSettings(BaseSettings):
         description="Scoring backend: `triton` (a cross-encoder behind Triton), `two-tower` "
         "(precomputed product embeddings, in-process query tower), or empty for none "
         "(Score answers FAILED_PRECONDITION).",
+    )
+    served_sample_rate: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Share of served Score requests published to relevance.served.v1 for the "
+        "disagreement monitor (needs RELKD_KAFKA_BOOTSTRAP); 0 turns sampling off.",
     )
 
 
@@ -83,10 +91,16 @@ class ScoringBackend(Protocol):
 
 
 class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServicer):
-    def __init__(self, backend: ScoringBackend | None, settings: StudentInferenceSettings) -> None:
+    def __init__(
+        self,
+        backend: ScoringBackend | None,
+        settings: StudentInferenceSettings,
+        served: ServedSampler | None = None,
+    ) -> None:
         self.backend = backend
         self.max_products = settings.max_products
         self.gate = AdmissionGate(settings.score_max_in_flight, settings.score_max_queued)
+        self.served = served
 
     async def Score(
         self, request: student_inference_pb2.ScoreRequest, context: grpc.aio.ServicerContext
@@ -109,7 +123,7 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
                 raise DeadlineExceeded(
                     "the student did not answer within the caller's deadline"
                 ) from exc
-        return student_inference_pb2.ScoreResponse(
+        response = student_inference_pb2.ScoreResponse(
             scores=[
                 student_inference_pb2.ProductScore(product_id=p.product_id, score=s)
                 for p, s in zip(request.products, result.scores, strict=True)
@@ -119,6 +133,9 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
             truncated=result.truncated,
             serving=result.serving,
         )
+        if self.served is not None:
+            self.served.offer(request, response)
+        return response
 
 
 def load_backend(own: StudentInferenceSettings) -> ScoringBackend | None:
@@ -141,12 +158,15 @@ def load_backend(own: StudentInferenceSettings) -> ScoringBackend | None:
 async def serve(settings: Settings) -> None:
     own = StudentInferenceSettings()
     backend = load_backend(own)
+    served: ServedSampler | None = None
+    if settings.kafka_bootstrap and own.served_sample_rate > 0:
+        served = ServedSampler(bus.Publisher(settings), own.served_sample_rate)
     try:
         server = GrpcServer.from_settings(
             [
                 ServiceBinding(
                     SERVICE_NAME,
-                    StudentInferenceServicer(backend, own),
+                    StudentInferenceServicer(backend, own, served),
                     student_inference_pb2_grpc.add_StudentInferenceServicer_to_server,
                 )
             ],
@@ -159,3 +179,5 @@ async def serve(settings: Settings) -> None:
         # After the server has stopped: in-flight Score calls still use the backend.
         if backend is not None:
             await backend.close()
+        if served is not None:
+            await asyncio.to_thread(served.close)

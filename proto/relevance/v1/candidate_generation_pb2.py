@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from relevance.v1 import common_pb2 as relevance_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'relevance/v1/candidate_generation.proto\x12\x0crelevance.v1\x1a\x19relevance/v1/common.proto\"=\n\x0fGenerateRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x10\n\x08query_id\x18\x03 \x01(\t\"q\n\x0fScoredCandidate\x12&\n\x07product\x18\x01 \x01(\x0b\x32\x15.relevance.v1.Product\x12\x17\n\x0fretrieval_score\x18\x02 \x01(\x02\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\x0f\n\x07stratum\x18\x04 \x01(\t\"}\n\x10GenerateResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x31\n\ncandidates\x18\x03 \x03(\x0b\x32\x1d.relevance.v1.ScoredCandidate\x12\x15\n\rindex_version\x18\x04 \x01(\t\":\n\x14GenerateBatchRequest\x12\x0f\n\x07queries\x18\x01 \x03(\t\x12\x11\n\tper_query\x18\x02 \x01(\x05\x32\xb7\x01\n\x13\x43\x61ndidateGeneration\x12I\n\x08Generate\x12\x1d.relevance.v1.GenerateRequest\x1a\x1e.relevance.v1.GenerateResponse\x12U\n\rGenerateBatch\x12\".relevance.v1.GenerateBatchRequest\x1a\x1e.relevance.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'relevance/v1/candidate_generation.proto\x12\x0crelevance.v1\x1a\x19relevance/v1/common.proto\"=\n\x0fGenerateRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x10\n\x08query_id\x18\x03 \x01(\t\"q\n\x0fScoredCandidate\x12&\n\x07product\x18\x01 \x01(\x0b\x32\x15.relevance.v1.Product\x12\x17\n\x0fretrieval_score\x18\x02 \x01(\x02\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\x0f\n\x07stratum\x18\x04 \x01(\t\"}\n\x10GenerateResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x31\n\ncandidates\x18\x03 \x03(\x0b\x32\x1d.relevance.v1.ScoredCandidate\x12\x15\n\rindex_version\x18\x04 \x01(\t\":\n\x14GenerateBatchRequest\x12\x0f\n\x07queries\x18\x01 \x03(\t\x12\x11\n\tper_query\x18\x02 \x01(\x05\"@\n\x15UpsertProductsRequest\x12\'\n\x08products\x18\x01 \x03(\x0b\x32\x15.relevance.v1.Product\"=\n\x16UpsertProductsResponse\x12\x11\n\tpublished\x18\x01 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t2\x94\x02\n\x13\x43\x61ndidateGeneration\x12I\n\x08Generate\x12\x1d.relevance.v1.GenerateRequest\x1a\x1e.relevance.v1.GenerateResponse\x12U\n\rGenerateBatch\x12\".relevance.v1.GenerateBatchRequest\x1a\x1e.relevance.v1.GenerateResponse0\x01\x12[\n\x0eUpsertProducts\x12#.relevance.v1.UpsertProductsRequest\x1a$.relevance.v1.UpsertProductsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATERESPONSE']._serialized_end=387
   _globals['_GENERATEBATCHREQUEST']._serialized_start=389
   _globals['_GENERATEBATCHREQUEST']._serialized_end=447
-  _globals['_CANDIDATEGENERATION']._serialized_start=450
-  _globals['_CANDIDATEGENERATION']._serialized_end=633
+  _globals['_UPSERTPRODUCTSREQUEST']._serialized_start=449
+  _globals['_UPSERTPRODUCTSREQUEST']._serialized_end=513
+  _globals['_UPSERTPRODUCTSRESPONSE']._serialized_start=515
+  _globals['_UPSERTPRODUCTSRESPONSE']._serialized_end=576
+  _globals['_CANDIDATEGENERATION']._serialized_start=579
+  _globals['_CANDIDATEGENERATION']._serialized_end=855
 # @@protoc_insertion_point(module_scope)

@@ -48,3 +48,17 @@ class GenerateBatchRequest(_message.Message):
     queries: _containers.RepeatedScalarFieldContainer[str]
     per_query: int
     def __init__(self, queries: _Optional[_Iterable[str]] = ..., per_query: _Optional[int] = ...) -> None: ...
+
+class UpsertProductsRequest(_message.Message):
+    __slots__ = ("products",)
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[_common_pb2.Product]
+    def __init__(self, products: _Optional[_Iterable[_Union[_common_pb2.Product, _Mapping]]] = ...) -> None: ...
+
+class UpsertProductsResponse(_message.Message):
+    __slots__ = ("published", "event_id")
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    published: int
+    event_id: str
+    def __init__(self, published: _Optional[int] = ..., event_id: _Optional[str] = ...) -> None: ...

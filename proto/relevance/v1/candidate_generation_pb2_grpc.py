@@ -44,6 +44,11 @@ class CandidateGenerationStub:
                 request_serializer=relevance_dot_v1_dot_candidate__generation__pb2.GenerateBatchRequest.SerializeToString,
                 response_deserializer=relevance_dot_v1_dot_candidate__generation__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.UpsertProducts = channel.unary_unary(
+                '/relevance.v1.CandidateGeneration/UpsertProducts',
+                request_serializer=relevance_dot_v1_dot_candidate__generation__pb2.UpsertProductsRequest.SerializeToString,
+                response_deserializer=relevance_dot_v1_dot_candidate__generation__pb2.UpsertProductsResponse.FromString,
+                _registered_method=True)
 
 
 class CandidateGenerationServicer:
@@ -64,6 +69,14 @@ class CandidateGenerationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertProducts(self, request, context):
+        """Publishes the products as a `product_changed` relabel request: the relabel
+        consumer upserts them into the index and the label store takes their text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CandidateGenerationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_CandidateGenerationServicer_to_server(servicer, server):
                     servicer.GenerateBatch,
                     request_deserializer=relevance_dot_v1_dot_candidate__generation__pb2.GenerateBatchRequest.FromString,
                     response_serializer=relevance_dot_v1_dot_candidate__generation__pb2.GenerateResponse.SerializeToString,
+            ),
+            'UpsertProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertProducts,
+                    request_deserializer=relevance_dot_v1_dot_candidate__generation__pb2.UpsertProductsRequest.FromString,
+                    response_serializer=relevance_dot_v1_dot_candidate__generation__pb2.UpsertProductsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class CandidateGeneration:
             '/relevance.v1.CandidateGeneration/GenerateBatch',
             relevance_dot_v1_dot_candidate__generation__pb2.GenerateBatchRequest.SerializeToString,
             relevance_dot_v1_dot_candidate__generation__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/relevance.v1.CandidateGeneration/UpsertProducts',
+            relevance_dot_v1_dot_candidate__generation__pb2.UpsertProductsRequest.SerializeToString,
+            relevance_dot_v1_dot_candidate__generation__pb2.UpsertProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -93,6 +93,36 @@ class Disagreement(_message.Message):
     teacher_score: float
     def __init__(self, query_id: _Optional[str] = ..., query: _Optional[str] = ..., product_id: _Optional[str] = ..., student_score: _Optional[float] = ..., teacher_score: _Optional[float] = ...) -> None: ...
 
+class ServedSample(_message.Message):
+    __slots__ = ("meta", "request_id", "query_id", "query", "products", "student")
+    META_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.EventMeta
+    request_id: str
+    query_id: str
+    query: str
+    products: _containers.RepeatedCompositeFieldContainer[ServedProduct]
+    student: _common_pb2.ModelRef
+    def __init__(self, meta: _Optional[_Union[_common_pb2.EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., query_id: _Optional[str] = ..., query: _Optional[str] = ..., products: _Optional[_Iterable[_Union[ServedProduct, _Mapping]]] = ..., student: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+
+class ServedProduct(_message.Message):
+    __slots__ = ("product_id", "title", "product_type", "brand", "score")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    BRAND_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    title: str
+    product_type: str
+    brand: str
+    score: float
+    def __init__(self, product_id: _Optional[str] = ..., title: _Optional[str] = ..., product_type: _Optional[str] = ..., brand: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
 class DeadLetter(_message.Message):
     __slots__ = ("meta", "source_topic", "source_partition", "source_offset", "source_key", "payload", "reason", "error_type", "consumer_group", "payload_size")
     META_FIELD_NUMBER: _ClassVar[int]
