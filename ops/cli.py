@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from ops import certs, stack
+from ops import certs, relabel, stack
 from ops.demo.command import demo_command
 from ops.jobs import cli as jobs_cli
 from ops.jobs import validate_cli
@@ -38,6 +38,8 @@ app.command("serve")(serve.serve_command)
 app.command("demo")(demo_command)
 app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_command)
+# `relkd teacher promote` publishes to the relabel stream: operator tooling, one group.
+teacher_cli.app.command("promote")(relabel.promote_command)
 app.add_typer(teacher_cli.app, name="teacher")
 app.add_typer(candidates_cli.app, name="candidates")
 app.add_typer(labels_cli.app, name="labels")
@@ -51,3 +53,5 @@ app.add_typer(certs.app, name="certs")
 app.add_typer(loop_cli.app, name="loop")
 app.command("controller")(loop_cli.controller_command)
 app.add_typer(dead_letters.app, name="dlq")
+app.add_typer(relabel.catalog_app, name="catalog")
+app.add_typer(relabel.relabel_app, name="relabel")

@@ -52,6 +52,13 @@ SERVICES: dict[str, ServiceSpec] = {
         ),
         # Health and metrics only: the store is read through its snapshots on disk.
         ServiceSpec("label-store", "services.label_store.service", "", "label_store_port"),
+        # Health only: the monitor serves no RPCs.
+        ServiceSpec(
+            "disagreement-monitor",
+            "services.disagreement_monitor.service",
+            "",
+            "disagreement_monitor_port",
+        ),
     )
 }
 

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     teacher_labeling_port: int = Field(50052, description="teacher-labeling gRPC port.")
     student_inference_port: int = Field(50053, description="student-inference gRPC port.")
     label_store_port: int = Field(50054, description="label-store gRPC port (health only).")
+    disagreement_monitor_port: int = Field(
+        50055, description="disagreement-monitor gRPC port (health only)."
+    )
     grpc_grace_s: float = Field(
         5.0, description="Seconds in-flight RPCs get to finish on graceful stop."
     )
