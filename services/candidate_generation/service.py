@@ -255,8 +255,8 @@ class RelabelHandler:
         self,
         engine: CandidateEngine,
         publisher: bus.Publisher,
-        requeue: RequeueDrain,
-        labels: LabelSource | None,
+        requeue: RequeueDrain | None = None,
+        labels: LabelSource | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
@@ -320,7 +320,8 @@ class RelabelHandler:
                 batch = candidate_batch(index, query, candidates, index.version)
                 self.publisher.publish(CANDIDATES, query.query_id, batch)
         if teachers:
-            assert self.labels is not None  # _teacher_problem rejects requests otherwise
+            # _teacher_problem rejected every teacher_changed request when these are unset.
+            assert self.labels is not None and self.requeue is not None
             for version in dict.fromkeys(teachers):
                 added = self.requeue.backlog.enqueue(version, self.labels.stale_pairs(version))
                 log.info("teacher changed", extra={"teacher_version": version, "queued": added})
@@ -330,7 +331,7 @@ class RelabelHandler:
     def _teacher_problem(self, request: topics_pb2.TeacherChanged) -> str:
         if not request.teacher.version:
             return "teacher_changed.teacher.version: must not be empty"
-        if self.labels is None:
+        if self.labels is None or self.requeue is None:
             return (
                 "teacher_changed: no label store to read labeled pairs from "
                 "(set RELKD_CANDIDATE_LABEL_STORE_DIR)"

@@ -9,6 +9,7 @@ from relevance.v1 import common_pb2, topics_pb2
 from contracts.topics import CANDIDATES
 from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
 from services.candidate_generation.queries import LOG, QueryRecord
+from services.candidate_generation.requeue import RelabelBacklog, RequeueDrain, StalePair
 from services.candidate_generation.service import CandidateEngine, QueryPool, RelabelHandler
 from services.candidate_generation.settings import CandidateSettings
 from services.core import bus
@@ -73,7 +74,7 @@ def test_relabel_handler_emits_candidates_for_both_kinds(
         ]
     )
     assert sorted(r.reason for r in rejected) == [
-        "kind: no request kind is set",
+        "kind: no request kind is set (or one this service does not know)",
         "new_query.query: must not be empty",
     ]
     assert {topic for topic, _, _ in publisher.sent} == {CANDIDATES.name}
@@ -110,3 +111,94 @@ def test_invalid_changed_product_is_rejected_by_field(
     )
     assert [r.reason for r in rejected] == ["product_changed.products[0].title: must not be empty"]
     assert publisher.sent == [] and engine.index.version == version
+
+
+class FixedLabels:
+    """A label store holding the given pairs, all under teacher version "old"."""
+
+    def __init__(self, pairs: list[StalePair]) -> None:
+        self.pairs = pairs
+        self.asked: list[str] = []
+
+    def stale_pairs(self, teacher_version: str) -> list[StalePair]:
+        self.asked.append(teacher_version)
+        return self.pairs
+
+
+def test_teacher_changed_requeues_stale_pairs_and_disagreement_gets_neighbours(
+    saved_index: Path, encoder: MiniLMEncoder, tmp_path: Path
+) -> None:
+    engine = _engine(saved_index, encoder, tmp_path)
+    publisher = RecordingPublisher()
+    backlog = RelabelBacklog(tmp_path / "backlog.sqlite", pairs_per_hour=3)
+    drain = RequeueDrain(backlog, engine.require_index, publisher)  # type: ignore[arg-type]
+    stale = [
+        StalePair("rugs", "wool area rug", "p010", 3.0),
+        StalePair("rugs", "wool area rug", "p011", 1.45),  # nearest a boundary
+        StalePair("lamps", "oak table lamp", "p020", 0.1),
+        StalePair("lamps", "oak table lamp", "gone", 1.5),  # no longer in the catalog
+    ]
+    labels = FixedLabels(stale)
+    handler = RelabelHandler(engine, publisher, drain, labels)  # type: ignore[arg-type]
+    changed = topics_pb2.TeacherChanged(teacher=common_pb2.ModelRef(name="t", version="v2"))
+    rejected = handler(
+        [
+            _delivery(topics_pb2.RelabelRequest(teacher_changed=changed)),
+            _delivery(
+                topics_pb2.RelabelRequest(
+                    disagreement=topics_pb2.Disagreement(
+                        query="navy leather sofa",
+                        product_id="p005",
+                        student_score=3,
+                        teacher_score=0,
+                    )
+                )
+            ),
+            _delivery(
+                topics_pb2.RelabelRequest(
+                    disagreement=topics_pb2.Disagreement(query="sofa", product_id="nope")
+                )
+            ),
+            _delivery(topics_pb2.RelabelRequest(teacher_changed=topics_pb2.TeacherChanged())),
+        ]
+    )
+    assert sorted(r.reason for r in rejected) == [
+        "disagreement.product_id: 'nope' is not in the catalog index",
+        "teacher_changed.teacher.version: must not be empty",
+    ]
+    assert labels.asked == ["v2"]
+    batches = [b for _, _, b in publisher.sent]
+    disputed = next(b for b in batches if b.source == "disagreement")
+    ids = [p.product_id for p in disputed.products]
+    # The disputed product first, then its nearest catalog neighbours (other sofas).
+    assert ids[0] == "p005" and len(ids) == 6 and len(set(ids)) == 6
+    assert all(p.product_type == "sofa" for p in disputed.products[:4])
+    assert "navy leather sofa" in {r.query for r in engine.pool.records}
+    # Budget 3 pairs/hour, nearest a grade boundary first: the vanished product is taken
+    # first but only marked missing (nothing to relabel, no budget spent).
+    requeued = [b for b in batches if b.source == "teacher_changed"]
+    assert sorted((b.query_id, p.product_id) for b in requeued for p in b.products) == [
+        ("lamps", "p020"),
+        ("rugs", "p011"),
+    ]
+    assert backlog.budget_left() == 1
+    # A redelivered request queues nothing new; the next drain spends the rest of the budget.
+    publisher.sent.clear()
+    handler([_delivery(topics_pb2.RelabelRequest(teacher_changed=changed))])
+    assert [(b.query_id, [p.product_id for p in b.products]) for _, _, b in publisher.sent] == [
+        ("rugs", ["p010"])
+    ]
+    [progress] = backlog.progress()
+    assert (progress.queued, progress.requeued, progress.missing, progress.pending) == (4, 3, 1, 0)
+    assert backlog.budget_left() == 0 and drain.drain_once() == 0
+
+
+def test_teacher_changed_without_a_label_store_is_dead_lettered(
+    saved_index: Path, encoder: MiniLMEncoder, tmp_path: Path
+) -> None:
+    engine = _engine(saved_index, encoder, tmp_path)
+    request = topics_pb2.RelabelRequest(
+        teacher_changed=topics_pb2.TeacherChanged(teacher=common_pb2.ModelRef(version="v2"))
+    )
+    rejected = RelabelHandler(engine, RecordingPublisher())([_delivery(request)])  # type: ignore[arg-type]
+    assert [r.reason.split(":")[0] for r in rejected] == ["teacher_changed"]
