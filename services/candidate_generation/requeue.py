@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from prometheus_client import Counter, Gauge
 
 from contracts.schema import NUM_GRADES
@@ -38,7 +37,7 @@ from services.candidate_generation.index import CatalogIndex
 from services.candidate_generation.queries import QueryRecord
 from services.candidate_generation.sampling import Candidate
 from services.core.bus import Publisher
-from training.data import storage
+from services.label_store.store import LabelStore, SnapshotNotFound
 
 log = logging.getLogger(__name__)
 
@@ -225,21 +224,24 @@ class LabelSource(Protocol):
     def stale_pairs(self, teacher_version: str) -> list[StalePair]: ...
 
 
-class DatasetLabels:
-    """The current labels of a dataset directory's ``teacher_labels`` table."""
+class LabelStoreLabels:
+    """The label store's newest snapshot (``services.label_store.store``)."""
 
-    def __init__(self, dataset_dir: Path) -> None:
-        self.dataset_dir = dataset_dir
+    def __init__(self, store: LabelStore) -> None:
+        self.store = store
 
     def stale_pairs(self, teacher_version: str) -> list[StalePair]:
-        table = storage.read_table(self.dataset_dir, "teacher_labels")
-        return stale_pairs(table, teacher_version)
+        try:
+            snapshot = self.store.open()
+        except SnapshotNotFound:
+            log.warning("label store has no snapshot yet", extra={"dir": str(self.store.root)})
+            return []
+        return pairs_of(snapshot.stale_pairs(teacher_version))
 
 
-def stale_pairs(labels: pa.Table, teacher_version: str) -> list[StalePair]:
-    """The pairs of a teacher_labels table not labeled by `teacher_version`."""
-    stale = labels.filter(pc.not_equal(labels.column("teacher_version"), teacher_version))
-    columns = stale.select(["query_id", "query", "product_id", "expected_score"]).to_pydict()
+def pairs_of(labels: pa.Table) -> list[StalePair]:
+    """Rows of a teacher_labels table (schema.TEACHER_LABELS) as stale pairs."""
+    columns = labels.select(["query_id", "query", "product_id", "expected_score"]).to_pydict()
     return [
         StalePair(q, text, p, float(s))
         for q, text, p, s in zip(

@@ -57,8 +57,8 @@ from services.candidate_generation.queries import (
 )
 from services.candidate_generation.requeue import (
     BACKLOG_FILE,
-    DatasetLabels,
     LabelSource,
+    LabelStoreLabels,
     RelabelBacklog,
     RequeueDrain,
 )
@@ -75,6 +75,8 @@ from services.core.grpc_server import (
     require_unique,
 )
 from services.core.settings import Settings
+from services.label_store.settings import LabelStoreSettings
+from services.label_store.store import LabelStore
 
 log = logging.getLogger(__name__)
 
@@ -332,10 +334,7 @@ class RelabelHandler:
         if not request.teacher.version:
             return "teacher_changed.teacher.version: must not be empty"
         if self.labels is None or self.requeue is None:
-            return (
-                "teacher_changed: no label store to read labeled pairs from "
-                "(set RELKD_CANDIDATE_LABEL_STORE_DIR)"
-            )
+            return "teacher_changed: this consumer has no label store to read labeled pairs from"
         return ""
 
     def _disagreement_problem(self, request: topics_pb2.Disagreement) -> str:

@@ -46,12 +46,6 @@ class CandidateSettings(BaseSettings):
     queries_per_changed_product: int = Field(
         20, ge=0, description="Known queries, closest by embedding, that get a changed product."
     )
-    label_store_dir: Path | None = Field(
-        None,
-        description="Label store dataset directory (its teacher_labels table) that a "
-        "teacher_changed request reads the pairs labeled under older teacher versions from; "
-        "unset: teacher_changed requests are dead-lettered.",
-    )
     requeue_pairs_per_hour: int = Field(
         20000,
         ge=1,

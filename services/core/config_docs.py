@@ -20,6 +20,7 @@ SETTINGS_CLASSES = (
     ("Label store", "services.label_store.settings", "LabelStoreSettings"),
     ("Distillation controller", "services.controller.settings", "ControllerSettings"),
     ("Student inference", "services.student_inference.service", "StudentInferenceSettings"),
+    ("Disagreement monitor", "services.disagreement_monitor.service", "MonitorSettings"),
     (
         "Student inference: Triton backend",
         "services.student_inference.backends",

@@ -29,7 +29,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -44,7 +43,8 @@ from services.candidate_generation.batch import RateLimiter
 from services.core import bus, metrics
 from services.core.grpc_server import GrpcServer
 from services.core.settings import Settings
-from training.data import storage
+from services.label_store.settings import LabelStoreSettings
+from services.label_store.store import LabelStore, SnapshotNotFound
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,6 @@ class MonitorSettings(BaseSettings):
     )
     gap_window: int = Field(
         2000, ge=1, description="Recent pairs whose gaps set the top-share threshold."
-    )
-    label_store_dir: Path | None = Field(
-        None,
-        description="Label store dataset directory whose queries count as seen; unset: the "
-        "monitor publishes no new_query requests.",
     )
     known_refresh_s: float = Field(
         60.0, gt=0, description="Seconds between re-reads of the label store's known queries."
@@ -167,26 +162,22 @@ class TeacherClient:
 
 
 class KnownQueries:
-    """Query ids the label store has seen (its teacher_labels and queries tables), re-read
-    at most every `refresh_s` seconds."""
+    """Query ids with a label in the label store's newest snapshot, re-read at most every
+    `refresh_s` seconds (snapshots are cut every few minutes, not per label)."""
 
-    def __init__(self, dataset_dir: Path, refresh_s: float) -> None:
-        self.dataset_dir = dataset_dir
+    def __init__(self, store: LabelStore, refresh_s: float) -> None:
+        self.store = store
         self.refresh_s = refresh_s
         self._ids: set[str] = set()
         self._read_at = -math.inf
 
     def ids(self) -> set[str]:
         if time.monotonic() - self._read_at >= self.refresh_s:
-            ids: set[str] = set()
-            for table in ("teacher_labels", "queries"):
-                if storage.has_table(self.dataset_dir, table):
-                    ids.update(
-                        storage.read_table(self.dataset_dir, table, columns=["query_id"])
-                        .column("query_id")
-                        .to_pylist()
-                    )
-            self._ids, self._read_at = ids, time.monotonic()
+            try:
+                self._ids = set(self.store.open().known_queries())
+            except SnapshotNotFound:
+                self._ids = set()
+            self._read_at = time.monotonic()
         return self._ids
 
 
@@ -323,9 +314,7 @@ async def serve(settings: Settings) -> None:
         raise ValueError("kafka_bootstrap: the disagreement monitor needs RELKD_KAFKA_BOOTSTRAP")
     address = own.teacher_address or f"{settings.grpc_host}:{settings.teacher_labeling_port}"
     teacher = TeacherClient(address, own)
-    known = KnownQueries(own.label_store_dir, own.known_refresh_s) if own.label_store_dir else None
-    if known is None:
-        log.warning("no label store configured: the monitor publishes no new_query requests")
+    known = KnownQueries(LabelStore(LabelStoreSettings().dir), own.known_refresh_s)
     publisher = bus.Publisher(settings)
     loop = bus.ConsumerLoop(
         settings, SERVED, own.group, DisagreementHandler(teacher, publisher, own, known), publisher

@@ -12,7 +12,7 @@ from services.candidate_generation.requeue import (
     RelabelBacklog,
     StalePair,
     boundary_distance,
-    stale_pairs,
+    pairs_of,
 )
 
 
@@ -60,7 +60,7 @@ def test_budget_is_a_sliding_hour_of_requeued_pairs(tmp_path: Path) -> None:
     assert again.progress() == [progress]
 
 
-def test_stale_pairs_of_a_teacher_labels_table() -> None:
+def test_pairs_of_a_teacher_labels_table() -> None:
     rows = [
         ("q1", "sofa", "p1", 2.0, "v1"),
         ("q1", "sofa", "p2", 1.0, "v2"),
@@ -81,7 +81,8 @@ def test_stale_pairs_of_a_teacher_labels_table() -> None:
         },
         schema=schema.TEACHER_LABELS,
     )
-    assert stale_pairs(table, "v2") == [
+    assert pairs_of(table) == [
         StalePair("q1", "sofa", "p1", 2.0),
+        StalePair("q1", "sofa", "p2", 1.0),
         StalePair("q2", "rug", "p3", 0.5),
     ]
