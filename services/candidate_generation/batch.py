@@ -33,6 +33,7 @@ from services.candidate_generation.queries import (
 )
 from services.candidate_generation.sampling import Candidate, SpectrumSampler
 from services.core.bus import event_meta
+from services.core.rate import RateLimiter
 
 PRODUCER = "candidate-generation"
 
@@ -100,28 +101,6 @@ class Ledger:
 
     def close(self) -> None:
         self._db.close()
-
-
-class RateLimiter:
-    """Keeps the average rate at or below `per_second` units (pairs) since the first acquire."""
-
-    def __init__(self, per_second: float | None) -> None:
-        if per_second is not None and per_second <= 0:
-            raise ValueError(f"rate limit: must be positive, got {per_second}")
-        self.per_second = per_second
-        self._start: float | None = None
-        self._spent = 0.0
-
-    def acquire(self, units: int) -> None:
-        if self.per_second is None:
-            return
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        self._spent += units
-        wait = self._start + self._spent / self.per_second - now
-        if wait > 0:
-            time.sleep(wait)
 
 
 @dataclass(frozen=True)

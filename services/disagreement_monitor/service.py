@@ -39,9 +39,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_grpc, topics_pb2
 
 from contracts.topics import RELABEL_REQUESTS, SERVED
-from services.candidate_generation.batch import RateLimiter
 from services.core import bus, metrics
 from services.core.grpc_server import GrpcServer
+from services.core.rate import RateLimiter
 from services.core.settings import Settings
 from services.label_store.settings import LabelStoreSettings
 from services.label_store.store import LabelStore, SnapshotNotFound

@@ -8,15 +8,11 @@ from relevance.v1 import common_pb2
 
 from contracts.candidates import CandidateFile, read_candidate_batches
 from contracts.products import product_message, product_row
-from services.candidate_generation.batch import (
-    Ledger,
-    RateLimiter,
-    run_batch,
-    select_queries,
-)
+from services.candidate_generation.batch import Ledger, run_batch, select_queries
 from services.candidate_generation.index import CatalogIndex
 from services.candidate_generation.queries import LOG, SYNTHETIC, QueryRecord, unreached_products
 from services.candidate_generation.sampling import SamplingConfig, SpectrumSampler
+from services.core.rate import RateLimiter
 
 
 def test_product_round_trips_through_the_wire_message(catalog: list[dict[str, Any]]) -> None:
