@@ -155,12 +155,17 @@ def load_backend(own: StudentInferenceSettings) -> ScoringBackend | None:
     )
 
 
+def served_sampler(settings: Settings, own: StudentInferenceSettings) -> ServedSampler | None:
+    """The sampler of served requests, when there is a Kafka to publish to and a rate."""
+    if not settings.kafka_bootstrap or own.served_sample_rate == 0:
+        return None
+    return ServedSampler(bus.Publisher(settings), own.served_sample_rate)
+
+
 async def serve(settings: Settings) -> None:
     own = StudentInferenceSettings()
     backend = load_backend(own)
-    served: ServedSampler | None = None
-    if settings.kafka_bootstrap and own.served_sample_rate > 0:
-        served = ServedSampler(bus.Publisher(settings), own.served_sample_rate)
+    served = served_sampler(settings, own)
     try:
         server = GrpcServer.from_settings(
             [

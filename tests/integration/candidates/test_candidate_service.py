@@ -28,8 +28,8 @@ from services.candidate_generation.index import CatalogIndex, MiniLMEncoder
 from services.candidate_generation.queries import simulator_queries
 from services.candidate_generation.service import (
     CandidateEngine,
+    RelabelWorkers,
     build_server,
-    relabel_consumer,
 )
 from services.candidate_generation.settings import CandidateSettings
 from services.core import bus
@@ -69,7 +69,13 @@ def engine(
 ) -> CandidateEngine:
     index_dir = tmp_path / "index"
     CatalogIndex.load(saved_index, encoder).save(index_dir)
-    own = CandidateSettings(index_dir=index_dir, per_query=8, sample_depth=40, query_pool=dataset)
+    own = CandidateSettings(
+        index_dir=index_dir,
+        state_dir=tmp_path / "state",
+        per_query=8,
+        sample_depth=40,
+        query_pool=dataset,
+    )
     return CandidateEngine.from_settings(own, encoder)
 
 
@@ -182,8 +188,8 @@ def test_relabel_requests_of_both_kinds_emit_candidates(
         attributes={"color": "emerald"},
     )
     publisher = bus.Publisher(settings)
-    consumer = relabel_consumer(engine, settings)
-    consumer.start()
+    workers = RelabelWorkers(engine, settings)
+    workers.start()
     try:
         requests = [
             topics_pb2.RelabelRequest(
@@ -207,7 +213,7 @@ def test_relabel_requests_of_both_kinds_emit_candidates(
 
         batches = read_batches(kafka_broker, done)
     finally:
-        consumer.stop(30)
+        workers.stop(30)
         publisher.close()
     assert done(batches)
     by_key = dict(batches)
@@ -222,3 +228,60 @@ def test_relabel_requests_of_both_kinds_emit_candidates(
     # The upserted index was saved: a restarted service sees the new product.
     reloaded = CatalogIndex.load(engine.settings.index_dir, engine.encoder)
     assert product.product_id in reloaded and reloaded.version == engine.index.version
+
+
+def test_upsert_products_rpc_publishes_product_changed(
+    engine: CandidateEngine, settings: Settings, read_topic
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    products = [
+        common_pb2.Product(product_id=f"{tag}-{i}", title=f"walnut desk {i}") for i in range(3)
+    ]
+    publisher = bus.Publisher(settings)
+
+    async def scenario() -> candidate_generation_pb2.UpsertProductsResponse:
+        server = build_server(engine, settings, port=free_port(), publisher=publisher)
+        offline = build_server(engine, settings, port=free_port())
+        await server.start()
+        await offline.start()
+        try:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub = candidate_generation_pb2_grpc.CandidateGenerationStub(channel)
+                reply = await stub.UpsertProducts(
+                    candidate_generation_pb2.UpsertProductsRequest(products=products)
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.UpsertProducts(
+                        candidate_generation_pb2.UpsertProductsRequest(
+                            products=[common_pb2.Product(product_id="x", title=" ")]
+                        )
+                    )
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert info.value.details().startswith("products[0].title:")
+            async with grpc.aio.insecure_channel(offline.address) as channel:
+                stub = candidate_generation_pb2_grpc.CandidateGenerationStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.UpsertProducts(
+                        candidate_generation_pb2.UpsertProductsRequest(products=products)
+                    )
+                assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            return reply
+        finally:
+            await server.stop()
+            await offline.stop()
+
+    try:
+        reply = asyncio.run(scenario())
+    finally:
+        publisher.close()
+    assert reply.published == 3 and reply.event_id
+    # Everything on the shared topic for a few seconds: other tests' requests are there too.
+    requests = [
+        m
+        for m in read_topic(RELABEL_REQUESTS, expect=10**6, timeout_s=5)
+        if m.meta.event_id == reply.event_id
+    ]
+    assert len(requests) == 1
+    assert [p.product_id for p in requests[0].product_changed.products] == [
+        p.product_id for p in products
+    ]

@@ -12,12 +12,15 @@ import pytest
 from relevance.v1 import student_inference_pb2_grpc
 
 from services.core.grpc_server import GrpcServer, ServiceBinding
+from services.core.settings import Settings
+from services.student_inference.served import ServedSampler
 from services.student_inference.service import (
     SERVICE_NAME,
     ScoringBackend,
     StudentInferenceServicer,
     StudentInferenceSettings,
     load_backend,
+    served_sampler,
 )
 from training.export.exporter import export_student
 
@@ -43,13 +46,16 @@ StartService = Callable[[Mapping[str, str]], str]
 def start_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[StartService]:
     """Serves StudentInference in-process on a free port with the backend that the
     given environment selects (as `relkd up` would set it); yields the address."""
-    started: list[tuple[asyncio.AbstractEventLoop, GrpcServer, ScoringBackend | None]] = []
+    started: list[
+        tuple[asyncio.AbstractEventLoop, GrpcServer, ScoringBackend | None, ServedSampler | None]
+    ] = []
 
     def start(env: Mapping[str, str]) -> str:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         own = StudentInferenceSettings()
-        servicer = StudentInferenceServicer(load_backend(own), own)
+        served = served_sampler(Settings(), own)
+        servicer = StudentInferenceServicer(load_backend(own), own, served)
         binding = ServiceBinding(
             SERVICE_NAME,
             servicer,
@@ -65,12 +71,14 @@ def start_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[StartService]:
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, daemon=True).start()
         server = asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
-        started.append((loop, server, servicer.backend))
+        started.append((loop, server, servicer.backend, served))
         return server.address
 
     yield start
-    for loop, server, backend in started:
+    for loop, server, backend, served in started:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
         if backend is not None:
             asyncio.run_coroutine_threadsafe(backend.close(), loop).result(10)
+        if served is not None:
+            served.close()
         loop.call_soon_threadsafe(loop.stop)

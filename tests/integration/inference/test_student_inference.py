@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,9 @@ import pytest
 from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from contracts.text import query_id_for
+from contracts.topics import SERVED
+from services.core.settings import Settings
 from services.student_inference import triton_runtime
 from services.student_inference.backends import (
     TritonBackend,
@@ -219,6 +223,49 @@ def test_two_tower_backend_returns_checkpoint_scores(
         score(address, [products[0], {"product_id": "nowhere", "title": "a new sofa"}])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (info.value.details() or "").startswith("products[1].product_id")
+
+
+def test_served_requests_are_sampled_to_the_served_topic(
+    two_tower_checkpoint: Path,
+    products_parquet: Path,
+    start_service: StartService,
+    settings: Settings,
+    read_topic,
+    tmp_path: Path,
+) -> None:
+    export_dir = tmp_path / "two-tower"
+    export_student(two_tower_checkpoint, export_dir, int8=False, products=products_parquet)
+    address = start_service(
+        {
+            **two_tower_env(export_dir),
+            "RELKD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "RELKD_SERVED_SAMPLE_RATE": "1",
+        }
+    )
+    products = [
+        {"product_id": "p0", "title": "grey fabric sofa"},
+        {"product_id": "p1", "title": "oak desk"},
+    ]
+    request_id = uuid.uuid4().hex
+    request = student_inference_pb2.ScoreRequest(
+        query=QUERY, products=products, request_id=request_id
+    )
+    with grpc.insecure_channel(address) as channel:
+        response = student_inference_pb2_grpc.StudentInferenceStub(channel).Score(
+            request, timeout=10
+        )
+    # The producer sends on its own thread; everything on the shared topic for a few seconds.
+    samples = [
+        m for m in read_topic(SERVED, expect=10**6, timeout_s=5) if m.request_id == request_id
+    ]
+    assert len(samples) == 1
+    [sample] = samples
+    assert sample.query == QUERY and sample.query_id == query_id_for(QUERY)
+    assert [(p.product_id, p.title) for p in sample.products] == [
+        (p["product_id"], p["title"]) for p in products
+    ]
+    np.testing.assert_allclose([p.score for p in sample.products], scores_of(response))
+    assert sample.student == response.model
 
 
 def test_backend_selection_and_unservable_students_are_clear_errors(
