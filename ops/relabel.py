@@ -21,6 +21,7 @@ from relevance.v1 import common_pb2, topics_pb2
 from rich.console import Console
 from rich.table import Table
 
+from contracts.artifacts import read_teacher_spec
 from contracts.products import product_message
 from services.core.settings import get_settings
 
@@ -111,20 +112,6 @@ def upsert_command(
     console.print(f"published {len(rows)} products in {requests} product_changed request(s)")
 
 
-def teacher_ref(checkpoint: Path) -> common_pb2.ModelRef:
-    """The name and version a teacher checkpoint labels under (its teacher.json)."""
-    from training.teacher.train import TEACHER_FILE
-
-    info_path = checkpoint / TEACHER_FILE
-    if not info_path.exists():
-        raise ValueError(f"{checkpoint}: not a teacher checkpoint (no {TEACHER_FILE})")
-    info = json.loads(info_path.read_text())
-    for field in ("name", "version"):
-        if not info.get(field):
-            raise ValueError(f"{info_path}: {field}: must not be empty")
-    return common_pb2.ModelRef(name=info["name"], version=info["version"])
-
-
 def served_teacher(address: str, timeout_s: float = 60.0) -> common_pb2.ModelRef:
     """The teacher the teacher-labeling service at `address` labels with (one tiny Label call)."""
     import grpc
@@ -159,7 +146,7 @@ def promote_command(
 
     settings = get_settings()
     try:
-        teacher = teacher_ref(checkpoint)
+        teacher = read_teacher_spec(checkpoint).model_ref.to_proto()
     except (OSError, ValueError) as exc:
         _fail(str(exc))
     if check:
