@@ -114,13 +114,14 @@ def upsert_command(
 
 def served_teacher(address: str, timeout_s: float = 60.0) -> common_pb2.ModelRef:
     """The teacher the teacher-labeling service at `address` labels with (one tiny Label call)."""
-    import grpc
     from relevance.v1 import teacher_labeling_pb2, teacher_labeling_pb2_grpc
+
+    from services.core.grpc_security import client_channel
 
     probe = teacher_labeling_pb2.LabelPair(
         query="probe", product=common_pb2.Product(product_id="probe", title="probe")
     )
-    with grpc.insecure_channel(address) as channel:
+    with client_channel(address, get_settings()) as channel:
         reply = teacher_labeling_pb2_grpc.TeacherLabelingStub(channel).Label(
             teacher_labeling_pb2.LabelRequest(pairs=[probe]), timeout=timeout_s
         )

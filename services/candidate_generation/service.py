@@ -68,6 +68,7 @@ from services.core import bus, metrics
 from services.core.grpc_server import (
     FailedPrecondition,
     GrpcServer,
+    InvalidArgument,
     ServiceBinding,
     check_deadline,
     require,
@@ -399,16 +400,16 @@ class CandidateGenerationServicer(candidate_generation_pb2_grpc.CandidateGenerat
         self.publisher = publisher
 
     async def UpsertProducts(self, request, context):
-        require(bool(request.products), "products", "must not be empty")
-        limit = self.engine.settings.upsert_max_products
-        require(
-            len(request.products) <= limit,
+        require_count(
+            len(request.products),
+            self.engine.settings.upsert_max_products,
             "products",
-            f"at most {limit} products per call, got {len(request.products)}",
+            "RELKD_CANDIDATE_UPSERT_MAX_PRODUCTS",
         )
-        for i, product in enumerate(request.products):
-            require(bool(product.product_id), f"products[{i}].product_id", "must not be empty")
-            require(bool(product.title.strip()), f"products[{i}].title", "must not be empty")
+        try:
+            validate_products(request.products, unique_ids=True)
+        except InvalidProduct as error:
+            raise InvalidArgument(error.field, error.problem) from None
         if self.publisher is None:
             raise FailedPrecondition("no Kafka to publish to (set RELKD_KAFKA_BOOTSTRAP)")
         check_deadline(context)

@@ -40,6 +40,7 @@ from relevance.v1 import common_pb2, teacher_labeling_pb2, teacher_labeling_pb2_
 
 from contracts.topics import RELABEL_REQUESTS, SERVED
 from services.core import bus, metrics
+from services.core.grpc_security import client_channel
 from services.core.grpc_server import GrpcServer
 from services.core.rate import RateLimiter
 from services.core.settings import Settings
@@ -124,10 +125,11 @@ class Teacher(Protocol):
 class TeacherClient:
     """The teacher-labeling Label RPC, with retries of the errors worth waiting out."""
 
-    def __init__(self, address: str, own: MonitorSettings) -> None:
+    def __init__(self, address: str, own: MonitorSettings, settings: Settings) -> None:
         self.address = address
         self.own = own
-        self._channel = grpc.insecure_channel(address)
+        # TLS and the caller token as the platform's settings say.
+        self._channel = client_channel(address, settings)
         self._stub = teacher_labeling_pb2_grpc.TeacherLabelingStub(self._channel)
 
     def expected_scores(self, pairs: Sequence[ServedPair]) -> tuple[list[float], str]:
@@ -313,7 +315,7 @@ async def serve(settings: Settings) -> None:
     if not settings.kafka_bootstrap:
         raise ValueError("kafka_bootstrap: the disagreement monitor needs RELKD_KAFKA_BOOTSTRAP")
     address = own.teacher_address or f"{settings.grpc_host}:{settings.teacher_labeling_port}"
-    teacher = TeacherClient(address, own)
+    teacher = TeacherClient(address, own, settings)
     known = KnownQueries(LabelStore(LabelStoreSettings().dir), own.known_refresh_s)
     publisher = bus.Publisher(settings)
     loop = bus.ConsumerLoop(
@@ -322,7 +324,7 @@ async def serve(settings: Settings) -> None:
     worker = threading.Thread(target=loop.run, name="disagreement-monitor", daemon=True)
     worker.start()
     # Health only: the monitor has no RPCs, but `relkd up` and Kubernetes probe it.
-    server = GrpcServer([], settings.grpc_host, settings.disagreement_monitor_port)
+    server = GrpcServer.from_settings([], settings, settings.disagreement_monitor_port)
     metrics.start_metrics_server(settings.metrics_port, settings.grpc_host)
 
     async def drain() -> None:

@@ -37,6 +37,7 @@ CAPS = {
     "RELKD_LABEL_MAX_PAIRS": str(CAP),
     "RELKD_LABEL_MAX_PRODUCT_ITEMS": str(CAP),
     "RELKD_CANDIDATE_MAX_BATCH_QUERIES": str(CAP),
+    "RELKD_CANDIDATE_UPSERT_MAX_PRODUCTS": str(CAP),
     "RELKD_KAFKA_BOOTSTRAP": "",
 }
 # Any of these is a proper answer to a request; UNKNOWN or INTERNAL is a bug.
@@ -49,6 +50,7 @@ SCORE = "/relevance.v1.StudentInference/Score"
 LABEL = "/relevance.v1.TeacherLabeling/Label"
 GENERATE = "/relevance.v1.CandidateGeneration/Generate"
 GENERATE_BATCH = "/relevance.v1.CandidateGeneration/GenerateBatch"
+UPSERT = "/relevance.v1.CandidateGeneration/UpsertProducts"
 STREAMING = {GENERATE_BATCH}
 
 
@@ -85,7 +87,7 @@ def servers(
         for name, methods, env in (
             ("student-inference", (SCORE,), two_tower_env(export_dir)),
             ("teacher-labeling", (LABEL,), {}),
-            ("candidate-generation", (GENERATE, GENERATE_BATCH), {}),
+            ("candidate-generation", (GENERATE, GENERATE_BATCH, UPSERT), {}),
         ):
             port = free_port()
             processes.append(start_service(name, port, {**CAPS, **env}))
@@ -112,7 +114,7 @@ def details(servers: Servers, method: str, request: Message) -> tuple[grpc.Statu
     return grpc.StatusCode.OK, ""
 
 
-@pytest.mark.parametrize("method", [SCORE, LABEL, GENERATE, GENERATE_BATCH])
+@pytest.mark.parametrize("method", [SCORE, LABEL, GENERATE, GENERATE_BATCH, UPSERT])
 @pytest.mark.parametrize("payload", [b"\xff\xff\xff", b"\x0a\x05ab", b"\x12\x02\xc3\x28"])
 def test_undecodable_bytes_are_invalid_argument(
     servers: Servers, method: str, payload: bytes
@@ -200,6 +202,25 @@ def label_pair(i: int, **product_fields: object) -> teacher_labeling_pb2.LabelPa
             "queries[2]",
             "duplicate of queries[0]",
         ),
+        (
+            UPSERT,
+            candidate_generation_pb2.UpsertProductsRequest(
+                products=[common_pb2.Product(product_id=f"p{i}", title="t") for i in range(CAP + 1)]
+            ),
+            "products",
+            f"at most {CAP} per request (RELKD_CANDIDATE_UPSERT_MAX_PRODUCTS)",
+        ),
+        (
+            UPSERT,
+            candidate_generation_pb2.UpsertProductsRequest(
+                products=[
+                    common_pb2.Product(product_id="p1", title="sofa"),
+                    common_pb2.Product(product_id="p1", title="sofa again"),
+                ]
+            ),
+            "products[1].product_id",
+            "duplicate 'p1'",
+        ),
     ],
 )
 def test_caps_and_duplicates_name_the_field(
@@ -253,6 +274,10 @@ REQUESTS: dict[str, st.SearchStrategy[Message]] = {
         candidate_generation_pb2.GenerateBatchRequest,
         queries=st.lists(texts, max_size=CAP + 2),
         per_query=st.integers(-(2**31), 2**31 - 1),
+    ),
+    UPSERT: st.builds(
+        candidate_generation_pb2.UpsertProductsRequest,
+        products=st.lists(catalog_products, max_size=CAP + 2),
     ),
 }
 
