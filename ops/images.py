@@ -85,6 +85,15 @@ IMAGES: tuple[Image, ...] = (
         "ops.cli",
     ),
     Image(
+        "disagreement-monitor",
+        "services/disagreement_monitor/Dockerfile",
+        # Kafka, gRPC to the teacher, the label store's Parquet snapshots: base only.
+        None,
+        ("services.disagreement_monitor",),
+        SERVE,
+        never=("torch", "transformers", "kserve", "tritonclient", "faiss-cpu", "matplotlib"),
+    ),
+    Image(
         "trainer",
         "training/Dockerfile",
         "train",

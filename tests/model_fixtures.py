@@ -109,32 +109,6 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
 
 
-@pytest.fixture(scope="session")
-def llama_teacher(
-    tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path, llama_backbone: Path
-) -> Path:
-    """A tiny Llama-family classifier teacher trained for a few steps (labels fast)."""
-    from training.teacher.config import TeacherTrainConfig
-    from training.teacher.train import train
-
-    out = tmp_path_factory.mktemp("teacher") / "llama"
-    train(
-        TeacherTrainConfig(
-            backbone=str(llama_backbone),
-            dataset_dir=tiny_dataset,
-            output_dir=out,
-            epochs=1.0,
-            batch_size=16,
-            max_length=96,
-            lr=1e-3,
-            patience=0,
-            max_train_examples=64,
-            max_dev_examples=36,
-        )
-    )
-    return out
-
-
 def _bpe_tokenizer(with_unk: bool) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer like an LLM's: BOS prefix, no pad token."""
     special = ["<unk>", "<s>", "</s>"] if with_unk else ["<|endoftext|>"]
