@@ -130,10 +130,18 @@ class TopicReader:
         self._consumer.close()
 
 
-def wait_for(condition: Callable[[], bool], readers: list[TopicReader], timeout_s: float) -> None:
+def wait_for(
+    condition: Callable[[], bool | dict[str, bool]], readers: list[TopicReader], timeout_s: float
+) -> None:
+    """Polls `readers` until `condition` holds (a dict: every entry holds; the failing
+    entries are named when time runs out)."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
+    while True:
+        state = condition()
+        if all(state.values()) if isinstance(state, dict) else state:
+            return
+        missing = [k for k, ok in state.items() if not ok] if isinstance(state, dict) else []
+        assert time.monotonic() < deadline, f"timed out waiting for {missing or condition}"
         for reader in readers:
             reader.poll()
 
@@ -195,7 +203,7 @@ def test_every_relabel_kind_reaches_candidates_labels_and_the_label_store(
         empty = request()
         requests = [
             request(product_changed=topics_pb2.ProductChanged(products=[changed])),
-            request(new_query=topics_pb2.NewQuery(query_id="nq-1", query="emerald velvet sofa")),
+            request(new_query=topics_pb2.NewQuery(query_id="nq-1", query="oak dining table")),
             request(
                 teacher_changed=topics_pb2.TeacherChanged(
                     teacher=common_pb2.ModelRef(name="teacher", version=new_version)
@@ -232,31 +240,36 @@ def test_every_relabel_kind_reaches_candidates_labels_and_the_label_store(
         def expected_pairs() -> set[str]:
             return {pair_key(b.query_id, p.product_id) for b in batches() for p in b.products}
 
-        def everything_arrived() -> bool:
-            carrying = [
-                b for b in batches() if changed.product_id in {p.product_id for p in b.products}
+        def carrying_changed() -> list:
+            # The product_changed batches: the known (simulator) query nearest the product,
+            # and a synthetic query written from it (source "relabel").
+            return [
+                b
+                for b in batches()
+                if b.source in ("simulator", "relabel")
+                and b.query_id != "nq-1"
+                and changed.product_id in {p.product_id for p in b.products}
             ]
-            return (
-                len(carrying) >= 2
-                and bool(batches(query_id="nq-1"))
-                and bool(batches("disagreement", "dq-1"))
-                and len(batches("teacher_changed")) >= 1
-                and sum(len(b.products) for b in batches("teacher_changed")) >= 3
-                and bool(dlq.messages)
-                and expected_pairs() <= new_labels()
-            )
+
+        def everything_arrived() -> dict[str, bool]:
+            return {
+                "product_changed": len(carrying_changed()) >= 2,
+                "new_query": bool(batches(query_id="nq-1")),
+                "disagreement": bool(batches("disagreement", "dq-1")),
+                "teacher_changed": sum(len(b.products) for b in batches("teacher_changed")) >= 3,
+                "dead letter": bool(dlq.messages),
+                "labels": expected_pairs() <= new_labels(),
+            }
 
         wait_for(everything_arrived, [candidates, labels, dlq], 90)
 
         # product_changed: the product reached a known query and its own synthetic query.
-        carrying = [
-            b for b in batches() if changed.product_id in {p.product_id for p in b.products}
-        ]
-        assert {b.source for b in carrying} == {"relabel"}
-        assert any(changed.title in [p.title for p in b.products] for b in carrying)
+        carrying = carrying_changed()
+        assert {b.source for b in carrying} == {"simulator", "relabel"}
+        assert all(changed.title in [p.title for p in b.products] for b in carrying)
         # new_query: a spectrum sample of per_query products.
         [new_query] = batches(query_id="nq-1")
-        assert new_query.query == "emerald velvet sofa" and len(new_query.products) == 4
+        assert new_query.query == "oak dining table" and len(new_query.products) == 4
         # disagreement: the disputed product first, then its catalog neighbours.
         [disagreement] = batches("disagreement", "dq-1")
         assert disagreement.products[0].product_id == disputed
