@@ -8,16 +8,17 @@ from typing import Any
 
 import pytest
 
-from contracts.topics import CANDIDATES, DLQ, LABELS, RELABEL_REQUESTS
+from contracts.topics import CANDIDATES, DLQ, LABELS, RELABEL_REQUESTS, SERVED
 from ops.jobs.settings import REPO_ROOT, K8sSettings
 from ops.jobs.validate import render, split_documents
 
 # What each service reads (with its consumer group) and writes, from the code.
 USES = {
     "candidate-generation": {
-        "read": {RELABEL_REQUESTS.name},
-        "write": {CANDIDATES.name, DLQ.name},
-        "groups": {"candidate-generation"},
+        "read": {RELABEL_REQUESTS.name, SERVED.name},
+        # UpsertProducts publishes product_changed requests.
+        "write": {CANDIDATES.name, DLQ.name, RELABEL_REQUESTS.name},
+        "groups": {"candidate-generation", "candidate-generation-served"},
     },
     "teacher-labeling": {
         "read": {CANDIDATES.name},
@@ -28,6 +29,12 @@ USES = {
         "read": {LABELS.name, RELABEL_REQUESTS.name},
         "write": {DLQ.name},
         "groups": {"label-store", "label-store-products"},
+    },
+    "student-inference": {"read": set(), "write": {SERVED.name}, "groups": set()},
+    "disagreement-monitor": {
+        "read": {SERVED.name},
+        "write": {RELABEL_REQUESTS.name, DLQ.name},
+        "groups": {"disagreement-monitor"},
     },
 }
 
