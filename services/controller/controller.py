@@ -524,6 +524,14 @@ class Controller:
             return record
 
     # -- the loop --------------------------------------------------------------------------
+    def _backing_off(self) -> bool:
+        """Whether the last round failed less than ``failed_round_retry_s`` ago."""
+        rounds = self.ledger.rounds()
+        if not rounds or rounds[-1].decision != Decision.FAILED:
+            return False
+        finished = datetime.fromisoformat(rounds[-1].finished_at).timestamp()
+        return time.time() - finished < self.settings.failed_round_retry_s
+
     def serve(
         self,
         stop: threading.Event,
@@ -538,7 +546,7 @@ class Controller:
                     if rate is not None:
                         self.check_rollback(rate)
                 pending = self.pending()
-                reason = pending.due(self.settings)
+                reason = pending.due(self.settings) if not self._backing_off() else None
                 if reason:
                     self.run_round(pending.snapshot, trigger=reason)
             except Exception:  # a failed check is retried at the next interval

@@ -147,9 +147,10 @@ class Ledger:
         return serving[-1] if serving else None
 
     def last_trained_snapshot(self) -> str | None:
-        """Snapshot of the newest round that trained a candidate (any decision)."""
+        """Snapshot of the newest round that trained and gated a candidate (promoted or
+        refused). Failed rounds do not count: their labels are still to be trained on."""
         for record in reversed(self.rounds()):
-            if record.decision != Decision.ROLLED_BACK and record.snapshot:
+            if record.decision in (Decision.PROMOTED, Decision.REFUSED) and record.snapshot:
                 return record.snapshot
         return None
 

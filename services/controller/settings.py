@@ -57,6 +57,12 @@ class ControllerSettings(BaseSettings):
         "however few labels it added.",
     )
     check_interval_s: float = Field(30.0, gt=0, description="How often the thresholds are read.")
+    failed_round_retry_s: float = Field(
+        600.0,
+        ge=0,
+        description="After a failed round, wait this long before the thresholds may start "
+        "another (a failed round's labels stay pending, so it is retried).",
+    )
     # Training budget.
     trainer: TrainerKind = Field(
         TrainerKind.LOCAL, description="local: a subprocess; kubernetes: a Job (launcher)."

@@ -51,5 +51,7 @@ def test_serving_follows_promotions_and_rollbacks(tmp_path: Path) -> None:
     assert ledger.serving().round == 3
     ledger.append(_record(4, Decision.ROLLED_BACK, "000003"))
     assert ledger.serving().round == 1
-    # A rollback does not count as training on its snapshot.
+    # Neither a rollback nor a failed round counts as training on its snapshot.
     assert ledger.last_trained_snapshot() == "000003"
+    ledger.append(_record(5, Decision.FAILED, "000009"))
+    assert ledger.last_trained_snapshot() == "000003" and ledger.serving().round == 1
