@@ -139,8 +139,9 @@ class ControllerSettings(BaseSettings):
         "the live disagreement rate there for rollbacks. Unset: no automatic rollback.",
     )
     disagreement_metric: str = Field(
-        "relkd_disagreement_rate",
-        description="Gauge of the live teacher-vs-student disagreement rate at that URL.",
+        "relkd_monitor_disagreement_rate",
+        description="Gauge of the live teacher-vs-student disagreement rate at that URL "
+        "(the disagreement monitor's share of recent served pairs with a gap >= its min_gap).",
     )
     metrics_port: int = Field(9108, ge=0, description="Prometheus /metrics port; 0 disables.")
     metrics_host: str = Field("127.0.0.1", description="Address /metrics binds.")

@@ -66,6 +66,19 @@ GAP_THRESHOLD = Gauge(
     "relkd_monitor_gap_threshold",
     "The |student - teacher| gap a pair must reach to be flagged.",
 )
+# The live signal the distillation controller rolls a promoted student back on
+# (RELKD_CONTROLLER_DISAGREEMENT_METRIC): unlike the flagged share, which top_share fixes,
+# it rises when the serving student drifts from the teacher.
+DISAGREEMENT_RATE = Gauge(
+    "relkd_monitor_disagreement_rate",
+    "Share of the last gap_window judged served pairs whose |student - teacher| gap is at "
+    "least min_gap.",
+)
+
+
+def disagreement_rate(gaps: Sequence[float], min_gap: float) -> float:
+    """Share of `gaps` (|student - teacher| per judged pair) at least `min_gap`."""
+    return float(np.mean(np.asarray(gaps) >= min_gap)) if len(gaps) else 0.0
 
 
 class MonitorSettings(BaseSettings):
@@ -266,6 +279,7 @@ class DisagreementHandler:
         PAIRS_JUDGED.inc(len(pairs))
         gaps = np.abs(np.array([p.student_score for p in pairs]) - np.array(teacher_scores))
         self.gaps.extend(gaps.tolist())
+        DISAGREEMENT_RATE.set(disagreement_rate(self.gaps, self.own.min_gap))
         threshold = max(
             float(np.quantile(np.array(self.gaps), 1.0 - self.own.top_share)), self.own.min_gap
         )
