@@ -7,7 +7,11 @@ give the rationale fields, and the grade follows from them on the ESCI scale:
 
 * category_match: the product's type is the query's type (NOT_STATED if no type asked);
 * brand_match: the product's brand is the query's brand (NOT_STATED if no brand asked);
-* attribute_match: every attribute value asked for is the product's (NOT_STATED if none).
+* attribute_match: every attribute value asked for is the product's and no value the
+  query excludes is ("sofa not leather"; NOT_STATED if none asked or excluded).
+
+A query may exclude a brand instead of naming one ("alternative to harlow sofa"): then
+brand_match is MATCH for any other brand and MISMATCH for the excluded one.
 
 Query names a type:
     same type,        nothing mismatches  -> 3 Exact
@@ -39,16 +43,25 @@ ATTRIBUTE_NAMES = ("color", "material", "size", "style")
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """What a query asks for, as indices into the taxonomy (-1: not asked)."""
+    """What a query asks for, as indices into the taxonomy (-1: not asked).
+
+    ``excluded_attributes`` are values the shopper rules out ("not leather");
+    ``excluded_brand`` a brand they want an alternative to. Both come only from the
+    "hard" simulator profile."""
 
     product_type: int = -1
     brand: int = -1
     attributes: dict[str, int] = field(default_factory=dict)
+    excluded_attributes: dict[str, int] = field(default_factory=dict)
+    excluded_brand: int = -1
 
     def __post_init__(self) -> None:
-        unknown = set(self.attributes) - set(ATTRIBUTE_NAMES)
-        if unknown:
-            raise ValueError(f"QuerySpec.attributes has unknown names {sorted(unknown)}")
+        for name in ("attributes", "excluded_attributes"):
+            unknown = set(getattr(self, name)) - set(ATTRIBUTE_NAMES)
+            if unknown:
+                raise ValueError(f"QuerySpec.{name} has unknown names {sorted(unknown)}")
+        if self.brand >= 0 and self.excluded_brand >= 0:
+            raise ValueError("a QuerySpec names a brand or excludes one, not both")
 
 
 @dataclass(frozen=True)
@@ -88,13 +101,19 @@ def judge(spec: QuerySpec, catalog: CatalogArrays, idx: np.ndarray) -> Judgment:
     """Grade products ``idx`` of ``catalog`` for ``spec`` (vectorised over ``idx``)."""
     ptype = catalog.product_type[idx]
     n = len(idx)
-    brand_eq = catalog.brand[idx] == spec.brand
+    if spec.excluded_brand >= 0:
+        brand_eq = catalog.brand[idx] != spec.excluded_brand
+    else:
+        brand_eq = catalog.brand[idx] == spec.brand
     attr_eq = {name: catalog.attribute(name)[idx] == v for name, v in spec.attributes.items()}
-    all_attrs_eq = np.logical_and.reduce(list(attr_eq.values())) if attr_eq else np.ones(n, bool)
+    attr_ok = list(attr_eq.values()) + [
+        catalog.attribute(name)[idx] != v for name, v in spec.excluded_attributes.items()
+    ]
+    all_attrs_ok = np.logical_and.reduce(attr_ok) if attr_ok else np.ones(n, bool)
 
     category = _match(spec.product_type >= 0, ptype == spec.product_type)
-    brand = _match(spec.brand >= 0, brand_eq)
-    attribute = _match(bool(attr_eq), all_attrs_eq)
+    brand = _match(spec.brand >= 0 or spec.excluded_brand >= 0, brand_eq)
+    attribute = _match(bool(attr_ok), all_attrs_ok)
     mismatch = (brand == Match.MISMATCH) | (attribute == Match.MISMATCH)
 
     if spec.product_type >= 0:
@@ -105,7 +124,8 @@ def judge(spec: QuerySpec, catalog: CatalogArrays, idx: np.ndarray) -> Judgment:
         grade[(relation == SUBSTITUTE) & ~mismatch] = Grade.SUBSTITUTE
         grade[relation == COMPLEMENT] = Grade.COMPLEMENT
     else:
-        checks = list(attr_eq.values()) + ([brand_eq] if spec.brand >= 0 else [])
+        brand_stated = spec.brand >= 0 or spec.excluded_brand >= 0
+        checks = attr_ok + ([brand_eq] if brand_stated else [])
         if not checks:
             raise ValueError("a QuerySpec must ask for a type, a brand or an attribute")
         matched = np.sum(checks, axis=0)

@@ -16,6 +16,14 @@
 5. raters: several noisy simulated raters per pair; their vote shares are the soft
    labels and their majority the hard grade.
 
+A ``SimulatorProfile`` sets the difficulty: ``standard`` (the default the tests and the
+demo use) writes listings and queries that mostly share words, so BM25 ranks well;
+``hard`` leaves headroom for models that understand the text: listings mostly use the
+canonical type name while shoppers paraphrase it or use synonyms and variant attribute
+spellings, queries exclude attribute values or ask for an alternative to a brand,
+pools carry more substitutes, complements and look-alikes, and product types follow a
+long-tailed popularity. docs/data.md gives the calibration.
+
 The same seed gives byte-identical tables.
 """
 
@@ -46,6 +54,7 @@ from training.data.taxonomy import (
     COLORS,
     FAMILIES,
     MARKETING_WORDS,
+    PARAPHRASES,
     PRICE_BANDS,
     QUERY_SUFFIXES,
     RELATION,
@@ -67,6 +76,16 @@ DEFAULT_QUERY_MIX: dict[str, float] = {
     "synonym": 0.14,
     "long_tail": 0.16,
 }
+# Query types only the hard profile writes (see _QueryWriter.write).
+HARD_QUERY_TYPES = ("paraphrase", "negation", "brand_substitute")
+QUERY_TYPES = (*DEFAULT_QUERY_MIX, *HARD_QUERY_TYPES)
+_NEGATION_TEMPLATES = ("{t} not {v}", "{t} without {v}", "non {v} {t}", "{t} no {v}")
+_BRAND_SUBSTITUTE_TEMPLATES = (
+    "alternative to {b} {t}",
+    "{t} like {b} but cheaper",
+    "{t} similar to {b}",
+    "{b} {t} dupe",
+)
 # Words per query when the real WANDS queries are not at hand (their shape, rounded).
 _DEFAULT_LENGTHS = {1: 0.05, 2: 0.23, 3: 0.35, 4: 0.21, 5: 0.09, 6: 0.04, 7: 0.03}
 _FEATURE_EXTRAS = (
@@ -103,6 +122,50 @@ class PoolShape:
             + self.shared_words
             + self.random
         )
+
+
+@dataclass(frozen=True)
+class SimulatorProfile:
+    """The knobs that set how hard the simulated data is for lexical matching."""
+
+    query_mix: Mapping[str, float]
+    pool: PoolShape
+    # Share of titles that name the product type by its canonical name (else a synonym).
+    listing_type_name_share: float = 0.7
+    # Chance a listing writes an attribute value in a variant spelling.
+    listing_attribute_variant: float = 0.2
+    # Chance a title leaves one attribute to the description.
+    title_drops_attribute: float = 0.1
+    # Chance a query writes an attribute value in a variant spelling.
+    query_attribute_variant: float = 0.35
+    # Product-type popularity: None draws weights uniformly in [0.5, 1.5]; a number s
+    # gives Zipf weights 1 / rank**s over a shuffled type order (a long tail of rare types).
+    type_popularity_zipf: float | None = None
+
+
+PROFILES: dict[str, SimulatorProfile] = {
+    "standard": SimulatorProfile(query_mix=DEFAULT_QUERY_MIX, pool=PoolShape()),
+    "hard": SimulatorProfile(
+        query_mix={
+            "type_only": 0.04,
+            "type_attr": 0.08,
+            "brand_type": 0.06,
+            "attr_only": 0.04,
+            "misspelling": 0.08,
+            "synonym": 0.18,
+            "long_tail": 0.10,
+            "paraphrase": 0.20,
+            "negation": 0.14,
+            "brand_substitute": 0.08,
+        },
+        pool=PoolShape(exact=6, same_type=6, substitute=8, complement=6, shared_words=6, random=2),
+        listing_type_name_share=0.9,
+        listing_attribute_variant=0.05,
+        title_drops_attribute=0.4,
+        query_attribute_variant=0.7,
+        type_popularity_zipf=1.0,
+    ),
+}
 
 
 @dataclass
@@ -144,9 +207,13 @@ def _brand_families(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {f: np.array(sorted(set(b)), dtype=np.int16) for f, b in owned.items()}
 
 
-def make_catalog(num_products: int, rng: np.random.Generator) -> CatalogArrays:
+def make_catalog(
+    num_products: int, rng: np.random.Generator, type_popularity_zipf: float | None = None
+) -> CatalogArrays:
     n_types = len(TYPES)
     weights = rng.uniform(0.5, 1.5, n_types)
+    if type_popularity_zipf is not None:
+        weights = 1.0 / (1.0 + rng.permutation(n_types)) ** type_popularity_zipf
     ptype = rng.choice(n_types, size=num_products, p=weights / weights.sum()).astype(np.int16)
     brand = np.empty(num_products, np.int16)
     material = np.empty(num_products, np.int16)
@@ -187,7 +254,11 @@ def _cap(text: str) -> str:
 
 
 def render_products(
-    catalog: CatalogArrays, start: int, stop: int, rng: np.random.Generator
+    catalog: CatalogArrays,
+    start: int,
+    stop: int,
+    rng: np.random.Generator,
+    profile: SimulatorProfile = PROFILES["standard"],
 ) -> pa.Table:
     """Listings for products ``start:stop`` (titles, descriptions, features, attributes)."""
     n = stop - start
@@ -205,11 +276,18 @@ def render_products(
             "style": STYLES[catalog.style[i]],
         }
         # Sellers mostly write canonical values; abbreviations are the exception.
-        shown = [_spelling(names[a], r[k], 0.2) for k, a in enumerate(ATTRIBUTE_NAMES)]
+        shown = [
+            _spelling(names[a], r[k], profile.listing_attribute_variant)
+            for k, a in enumerate(ATTRIBUTE_NAMES)
+        ]
         shown = [shown[k] for k in _PERMUTATIONS[int(r[4] * len(_PERMUTATIONS))]]
-        if r[5] < 0.1:
+        if r[5] < profile.title_drops_attribute:
             shown = shown[:-1]  # some titles leave one attribute to the description
-        type_word = t.name if r[6] < 0.7 else t.synonyms[int(r[6] * 97) % len(t.synonyms)]
+        type_word = (
+            t.name
+            if r[6] < profile.listing_type_name_share
+            else t.synonyms[int(r[6] * 97) % len(t.synonyms)]
+        )
         brand = BRANDS[catalog.brand[i]]
         desc = [_cap(s) for s in shown]
         layout = int(r[7] * 4)
@@ -292,14 +370,19 @@ def misspell(word: str, rng: np.random.Generator) -> str:
 
 class _QueryWriter:
     def __init__(
-        self, catalog: CatalogArrays, rng: np.random.Generator, lengths: dict[int, float]
+        self,
+        catalog: CatalogArrays,
+        rng: np.random.Generator,
+        lengths: dict[int, float],
+        attribute_variant: float = 0.35,
     ) -> None:
         self.catalog = catalog
         self.rng = rng
         self.lengths = np.array(list(lengths)), np.array(list(lengths.values()))
+        self.attribute_variant = attribute_variant
 
-    def _pick(self, options: tuple[str, ...], p_variant: float = 0.35) -> str:
-        return _spelling(options, float(self.rng.random()), p_variant)
+    def _pick(self, options: tuple[str, ...]) -> str:
+        return _spelling(options, float(self.rng.random()), self.attribute_variant)
 
     def _num_attributes(self, low: int, high: int) -> int:
         words = int(self.rng.choice(self.lengths[0], p=self.lengths[1]))
@@ -375,7 +458,31 @@ class _QueryWriter:
                 QuerySpec(t, brand if with_brand else -1, attrs),
                 anchor,
             )
-        raise ValueError(f"unknown query_type {query_type!r}; known: {sorted(DEFAULT_QUERY_MIX)}")
+        if query_type == "paraphrase":
+            attrs = self._attributes(anchor, int(rng.integers(0, 2)))
+            phrases = PARAPHRASES[TYPES[t].name]
+            words = self._attribute_words(attrs)
+            text = " ".join([*words, phrases[int(rng.integers(len(phrases)))]])
+            return _Query(text, query_type, QuerySpec(t, -1, attrs), anchor)
+        if query_type == "negation":
+            # Exclude a value the anchor does not have, so the anchor stays an exact match.
+            name = "material" if rng.random() < 0.6 else "color"
+            values = type_material_ids(TYPES[t]) if name == "material" else np.arange(len(COLORS))
+            values = values[values != self.catalog.attribute(name)[anchor]]
+            excluded = int(values[int(rng.integers(len(values)))])
+            template = _NEGATION_TEMPLATES[int(rng.integers(len(_NEGATION_TEMPLATES)))]
+            value_word = self._pick(ATTRIBUTES[name][excluded])
+            text = template.format(t=self._type_word(t, rng.random() < 0.3), v=value_word)
+            return _Query(
+                text, query_type, QuerySpec(t, excluded_attributes={name: excluded}), anchor
+            )
+        if query_type == "brand_substitute":
+            template = _BRAND_SUBSTITUTE_TEMPLATES[
+                int(rng.integers(len(_BRAND_SUBSTITUTE_TEMPLATES)))
+            ]
+            text = template.format(t=self._type_word(t, rng.random() < 0.3), b=brand_word)
+            return _Query(text, query_type, QuerySpec(t, excluded_brand=brand), anchor)
+        raise ValueError(f"unknown query_type {query_type!r}; known: {sorted(QUERY_TYPES)}")
 
 
 def make_queries(
@@ -384,16 +491,17 @@ def make_queries(
     rng: np.random.Generator,
     query_mix: Mapping[str, float],
     lengths: dict[int, float],
+    attribute_variant: float = 0.35,
 ) -> list[_Query]:
     """``count`` queries with distinct normalized texts (fewer if the catalog is tiny)."""
-    unknown = set(query_mix) - set(DEFAULT_QUERY_MIX)
+    unknown = set(query_mix) - set(QUERY_TYPES)
     if unknown:
         raise ValueError(f"query_mix has unknown query types {sorted(unknown)}")
     kinds = list(query_mix)
     p = np.array([query_mix[k] for k in kinds], dtype=float)
     if (p < 0).any() or p.sum() <= 0:
         raise ValueError("query_mix weights must be non-negative and not all zero")
-    writer = _QueryWriter(catalog, rng, lengths)
+    writer = _QueryWriter(catalog, rng, lengths, attribute_variant)
     queries: list[_Query] = []
     seen: set[str] = set()
     for _ in range(count * 20):
@@ -534,13 +642,15 @@ def simulate(
     pool: PoolShape | None = None,
     shard_size: int = 200_000,
     show_progress: bool = True,
+    profile: str = "standard",
 ) -> Path:
     """Write a simulated dataset to ``out_dir`` and return it.
 
     ``num_queries`` labeled queries are split by query into train/dev/test with
     ``split_fractions``; ``num_unlabeled`` more (default: as many) form the unlabeled
     pool for augmentation. ``rater_noise`` is the typical chance one rater's vote
-    differs from the rule grade.
+    differs from the rule grade. ``profile`` names a ``PROFILES`` entry (difficulty);
+    ``query_mix`` and ``pool``, when given, override the profile's.
     """
     if num_products < 10:
         raise ValueError(f"num_products must be at least 10, got {num_products}")
@@ -548,14 +658,18 @@ def simulate(
         raise ValueError(f"num_queries must be at least 3 (one per split), got {num_queries}")
     if len(split_fractions) != 3 or min(split_fractions) <= 0:
         raise ValueError(f"split_fractions must be three positive numbers, got {split_fractions}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    knobs = PROFILES[profile]
+    query_mix = query_mix or knobs.query_mix
     num_unlabeled = num_queries if num_unlabeled is None else num_unlabeled
-    pool = pool or PoolShape()
+    pool = pool or knobs.pool
     out = Path(out_dir)
     for name in storage.TABLES:
         storage.clear_table(out, name)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    catalog = make_catalog(num_products, rng)
+    catalog = make_catalog(num_products, rng, knobs.type_popularity_zipf)
     lengths = _query_lengths(DataSettings().wands_queries)
 
     with Progress(disable=not show_progress) as progress:
@@ -563,12 +677,19 @@ def simulate(
         text_rng = np.random.default_rng([seed, 1])
         for start in range(0, num_products, shard_size):
             stop = min(start + shard_size, num_products)
-            storage.append_shard(out, "products", render_products(catalog, start, stop, text_rng))
+            storage.append_shard(
+                out, "products", render_products(catalog, start, stop, text_rng, knobs)
+            )
             progress.update(task, completed=stop)
 
         query_rng = np.random.default_rng([seed, 2])
         queries = make_queries(
-            catalog, num_queries + num_unlabeled, query_rng, query_mix or DEFAULT_QUERY_MIX, lengths
+            catalog,
+            num_queries + num_unlabeled,
+            query_rng,
+            query_mix,
+            lengths,
+            knobs.query_attribute_variant,
         )
         if len(queries) < num_queries:
             raise ValueError(
@@ -649,7 +770,8 @@ def simulate(
             "raters": raters,
             "rater_noise": rater_noise,
             "split_fractions": list(split_fractions),
-            "query_mix": dict(query_mix or DEFAULT_QUERY_MIX),
+            "profile": profile,
+            "query_mix": dict(query_mix),
             "query_lengths": {str(k): v for k, v in lengths.items()},
             # Only the simulator knows the rule grade; this is how often raters recover it.
             "majority_matches_rules": float((hard == flat["grade"]).mean()),

@@ -458,3 +458,53 @@ def type_material_ids(t: ProductType) -> np.ndarray:
 
 def type_size_ids(t: ProductType) -> np.ndarray:
     return np.array([SIZE_INDEX[s[0]] for s in SIZES[t.sizes]], dtype=np.int16)
+
+
+# How shoppers describe a type without naming it (the "hard" profile's paraphrase queries):
+# most share no content word with the type's name or synonyms, and several share one with
+# a different type ("table for a computer"), so a lexical matcher is often misled.
+PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "sofa": ("three seater for the living room", "big comfy seat for the family"),
+    "loveseat": ("two seater", "compact seating for two"),
+    "sectional": ("corner seating unit", "modular seating with chaise"),
+    "accent chair": ("single seat for reading", "statement seat for a corner"),
+    "recliner": ("chair that leans back with footrest", "lounger with footrest"),
+    "coffee table": ("low centre piece for the lounge", "low surface in front of the couch"),
+    "end table": ("small surface beside the couch", "little stand for a drink"),
+    "console table": ("narrow hallway surface", "slim piece behind the couch"),
+    "tv stand": ("cabinet for the television", "unit to hold a flat screen"),
+    "sofa cover": ("protector for the couch", "fitted couch protector"),
+    "throw pillow": ("cushion for the couch", "square cushion"),
+    "throw blanket": ("cozy layer for the couch", "knit blanket for snuggling"),
+    "area rug": ("floor covering for the lounge", "soft floor covering"),
+    "bed frame": ("base to hold a mattress", "slatted base for sleeping"),
+    "headboard": ("panel behind the pillows", "wall panel over the pillows"),
+    "nightstand": ("small cabinet next to the bed", "drawer unit by the pillows"),
+    "dresser": ("clothes storage with drawers", "bedroom drawers unit"),
+    "mattress": ("something to sleep on", "bed to sleep on"),
+    "comforter set": ("warm quilt with shams", "duvet cover with pillowcases"),
+    "sheet set": ("fitted and flat linens", "linens for the bed"),
+    "mattress topper": ("extra cushioning layer for the bed", "soft layer on the bed"),
+    "dining table": ("table to eat at", "surface for family meals"),
+    "dining chair": ("seat for the kitchen", "seat to eat at"),
+    "bar stool": ("tall seat for the kitchen island", "high seat for the island"),
+    "sideboard": ("storage cabinet for dishes", "long cabinet for plates"),
+    "table lamp": ("light for the desk", "reading light that sits on a surface"),
+    "floor lamp": ("tall light for a corner", "upright reading light"),
+    "chandelier": ("ceiling light with arms", "statement ceiling fixture"),
+    "pendant light": ("ceiling fixture over the island", "light that hangs over the island"),
+    "lamp shade": ("cover for a bulb", "replacement shade"),
+    "bathroom vanity": ("sink cabinet", "cabinet under the basin"),
+    "vanity light": ("light over the bathroom mirror", "fixture over the mirror"),
+    "bathroom faucet": ("tap for the basin", "mixer tap"),
+    "shower curtain": ("liner for the tub", "drape for the tub"),
+    "bath towel": ("something to dry off after a shower", "soft drying cloth"),
+    "desk": ("workstation for working from home", "table for a computer"),
+    "office chair": ("ergonomic seat for working", "swivel seat with wheels"),
+    "bookcase": ("shelving for novels", "tall shelving unit"),
+    "patio dining set": ("table and chairs for the garden", "garden furniture for meals"),
+    "patio umbrella": ("shade for the garden table", "parasol for the deck"),
+    "umbrella base": ("weight to hold a parasol", "holder for a parasol"),
+    "outdoor cushion": ("pad for garden seats", "weatherproof seat pad"),
+    "adirondack chair": ("slatted wooden lawn seat", "lawn seat for the fire pit"),
+}

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -5,6 +7,7 @@ from contracts.schema import Match
 from training.data import storage
 from training.data.rules import CatalogArrays, QuerySpec, judge
 from training.data.simulator import (
+    HARD_QUERY_TYPES,
     fleiss_kappa,
     majority_grade,
     simulate,
@@ -12,7 +15,9 @@ from training.data.simulator import (
     vote_shares,
 )
 from training.data.summary import summarize
-from training.data.taxonomy import FAMILIES, TYPE_INDEX, TYPES
+from training.data.taxonomy import FAMILIES, PARAPHRASES, TYPE_INDEX, TYPES
+from training.eval.evaluate import evaluate_scorer
+from training.eval.scorer import build_scorer
 
 
 def test_taxonomy_is_rich_enough():
@@ -88,3 +93,62 @@ def test_summary_reports_labels_types_and_agreement(dataset):
     assert 0.0 < summary["raters"]["fleiss_kappa"] < 1.0
     assert summary["splits"]["unlabeled"] == 20
     assert sum(summary["query_types"].values()) == 80
+
+
+def test_rules_grade_negations_and_brand_alternatives():
+    sofa, loveseat = TYPE_INDEX["sofa"], TYPE_INDEX["loveseat"]
+    # Products: sofa brand 0 material 0, sofa brand 1 material 2, loveseat brand 1 material 0.
+    catalog = CatalogArrays(
+        *(np.array(v) for v in ([sofa, sofa, loveseat], [0, 1, 1], [0] * 3, [0, 2, 0], [0] * 3)),
+        np.zeros(3, int),
+        np.zeros(3, int),
+    )
+    idx = np.arange(3)
+    not_material_0 = judge(QuerySpec(sofa, excluded_attributes={"material": 0}), catalog, idx)
+    assert not_material_0.grade.tolist() == [2, 3, 0]
+    assert not_material_0.attribute_match.tolist() == [Match.MISMATCH, Match.MATCH, Match.MISMATCH]
+    not_brand_0 = judge(QuerySpec(sofa, excluded_brand=0), catalog, idx)
+    assert not_brand_0.grade.tolist() == [2, 3, 2]
+    assert not_brand_0.brand_match.tolist() == [Match.MISMATCH, Match.MATCH, Match.MATCH]
+    with pytest.raises(ValueError, match="not both"):
+        QuerySpec(sofa, brand=0, excluded_brand=1)
+
+
+@pytest.fixture(scope="module")
+def hard_dataset(tmp_path_factory: pytest.TempPathFactory):
+    return simulate(
+        tmp_path_factory.mktemp("hard"),
+        num_products=600,
+        num_queries=60,
+        num_unlabeled=20,
+        seed=7,
+        show_progress=False,
+        profile="hard",
+    )
+
+
+def test_hard_profile_writes_queries_lexical_matching_gets_wrong(dataset, hard_dataset):
+    queries = storage.read_table(hard_dataset, "queries").to_pylist()
+    kinds = {q["query_type"] for q in queries}
+    assert set(HARD_QUERY_TYPES) <= kinds
+    paraphrases = [q["query"] for q in queries if q["query_type"] == "paraphrase"]
+    phrases = {phrase: name for name, options in PARAPHRASES.items() for phrase in options}
+    assert paraphrases and all(any(p.endswith(ph) for ph in phrases) for p in paraphrases)
+    # A paraphrase never names its own type (it may name another one, to mislead).
+    assert not any(name in phrase for phrase, name in phrases.items())
+    negations = [q["query"] for q in queries if q["query_type"] == "negation"]
+    assert all(re.search(r"\b(not|without|non|no)\b", q) for q in negations)
+    judgments = storage.read_table(hard_dataset, "judgments").to_pandas()
+    assert (judgments.groupby("query_id")["grade"].max() == 3).mean() > 0.9
+    assert storage.read_manifest(hard_dataset)["extra"]["profile"] == "hard"
+    # The point of the profile: BM25 ranks it clearly worse than the standard data.
+    bm25 = {
+        name: evaluate_scorer(build_scorer("bm25", path), path, split="train")["ndcg@10"]
+        for name, path in (("standard", dataset), ("hard", hard_dataset))
+    }
+    assert bm25["hard"] < bm25["standard"] - 0.05, bm25
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="profile must be one of"):
+        simulate(tmp_path, num_products=50, num_queries=5, profile="nightmare")
