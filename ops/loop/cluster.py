@@ -7,6 +7,8 @@ kserve is imported only where a promoter is built: it cannot share a process wit
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -72,17 +74,8 @@ class KServePromoter:
         return f"{self.settings.storage_uri_base.rstrip('/')}/round-{version:04d}/triton"
 
     def promote(self, export_dir: Path, version: int) -> str:
-        from training.export.triton_repo import write_triton_repository
-
         repository = export_dir.parent / "triton"
-        write_triton_repository(
-            export_dir,
-            repository,
-            variant="gpu" if self.service.gpus else "cpu",
-            model_name=self.settings.model_name,
-            version=version,
-            precision="int8" if self.settings.int8_serving and not self.service.gpus else "fp32",
-        )
+        self._write_repository(export_dir, repository, version)
         spec = self.service.model_copy(
             update={"storage_uri": self.storage_uri(version), "version": str(version)}
         )
@@ -100,6 +93,32 @@ class KServePromoter:
         if status.canary_traffic_percent not in (None, 100):
             status = self.rollout.promote(spec.name, spec.namespace)
         return f"InferenceService {spec.namespace}/{spec.name} version {status.version}"
+
+    def _write_repository(self, export_dir: Path, repository: Path, version: int) -> None:
+        """`relkd student triton-repo` in a subprocess: the repository writer imports
+        tritonclient.grpc's protos, which cannot share a process with kserve's."""
+        gpu = bool(self.service.gpus)
+        command = [
+            sys.executable,
+            "-m",
+            "ops",
+            "student",
+            "triton-repo",
+            str(export_dir),
+            str(repository),
+            "--variant",
+            "gpu" if gpu else "cpu",
+            "--precision",
+            "int8" if self.settings.int8_serving and not gpu else "fp32",
+            "--model-name",
+            self.settings.model_name,
+            "--version",
+            str(version),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+        if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise RuntimeError(f"writing the Triton repository {repository} failed: {tail}")
 
     def rollback(self, version: int) -> str:
         status = self.rollout.rollback(self.service.name, self.service.namespace)
