@@ -58,6 +58,7 @@ from services.core.grpc_server import DeadlineExceeded, InvalidArgument, Unavail
 from services.core.settings import Settings
 from services.student_inference.service import ScoreResult
 from services.student_inference.triton_runtime import TritonServer, triton_client_tls
+from training.export.triton_models.pair_tokens import PairAssembler, ProductTokenCache
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,9 @@ class TextPolicy:
     text_fields: tuple[str, ...]
     max_length: int
     tokenizer: Tokenizer
+    # Product ids -> token ids, so a pair's length is the query's plus the cached
+    # product's: only the query is tokenized per request.
+    products: ProductTokenCache
 
     @classmethod
     def load(cls, spec_dir: Path, tokenizer_json: Path) -> TextPolicy:
@@ -139,16 +143,37 @@ class TextPolicy:
         # truncation and padding.
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        return cls(spec.model_ref, tuple(spec.text_fields), spec.max_length, tokenizer)
+        # Counting never pads, so the assembler's pad id is unused here.
+        assembler = PairAssembler(str(tokenizer_json), spec.max_length, pad_id=0)
+        return cls(
+            spec.model_ref,
+            tuple(spec.text_fields),
+            spec.max_length,
+            tokenizer,
+            ProductTokenCache(assembler),
+        )
 
     def texts(self, products: Sequence[student_inference_pb2.ScoreProduct]) -> list[str]:
         return [product_text(row, self.text_fields) for row in _request_rows(products)]
 
-    def count_truncated(self, query: str | None, texts: Sequence[str]) -> int:
-        """Inputs longer than ``max_length`` tokens (pairs with ``query``, else texts alone)."""
-        inputs = [(query, t) for t in texts] if query is not None else list(texts)
-        encodings = self.tokenizer.encode_batch(inputs)
+    def count_truncated_texts(self, texts: Sequence[str]) -> int:
+        """Texts longer than ``max_length`` tokens alone (a two-tower product tower)."""
+        encodings = self.tokenizer.encode_batch(list(texts))
         return sum(len(e.ids) > self.max_length for e in encodings)
+
+    def count_truncated_pairs(
+        self, query: str, product_ids: Sequence[str], texts: Sequence[str]
+    ) -> int:
+        """``(query, text)`` pairs longer than ``max_length`` tokens.
+
+        Products come from the token cache (tokenized on first sight or text change).
+        """
+        assembler = self.products.assembler
+        query_length = len(assembler.encode([query])[0].ids)
+        return sum(
+            assembler.is_truncated(query_length, product)
+            for product in self.products.get(product_ids, texts)
+        )
 
 
 def _latest_version(model_dir: Path) -> str:
@@ -212,15 +237,21 @@ class TritonBackend:
         query_input.set_data_from_numpy(np.array([query.encode()], dtype=np.object_))
         text_input = InferInput("product_text", [len(texts)], "BYTES")
         text_input.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+        product_ids = [p.product_id for p in products]
+        # Keys Triton's product token cache: each product is tokenized once per version.
+        id_input = InferInput("product_id", [len(texts)], "BYTES")
+        id_input.set_data_from_numpy(np.array([i.encode() for i in product_ids], dtype=np.object_))
         limit = self.settings.triton_timeout_s
         caller_binds = timeout_s is not None and timeout_s < limit
         wait_s = min(limit, timeout_s) if timeout_s is not None else limit
         # The Rust tokenizer releases the GIL: count truncations while Triton scores.
-        counting = asyncio.create_task(asyncio.to_thread(policy.count_truncated, query, texts))
+        counting = asyncio.create_task(
+            asyncio.to_thread(policy.count_truncated_pairs, query, product_ids, texts)
+        )
         try:
             result = await self._get_client().infer(
                 self.settings.student_model,
-                [query_input, text_input],
+                [query_input, text_input, id_input],
                 model_version=self.settings.student_model_version,
                 outputs=[InferRequestedOutput("score")],
                 client_timeout=wait_s,
@@ -348,7 +379,7 @@ class TwoTowerBackend:
         cosine = self.embeddings[rows] @ self.embed_query(query)
         # The embeddings were computed at export from the catalog's text; the request's
         # text is counted as the product tower read it (text alone, not paired).
-        truncated = self.policy.count_truncated(None, self.policy.texts(products))
+        truncated = self.policy.count_truncated_texts(self.policy.texts(products))
         return ScoreResult(
             scores=(self.scale * cosine + self.bias).tolist(),
             truncated=truncated,

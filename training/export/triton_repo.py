@@ -8,6 +8,7 @@ tensor         datatype  dims      meaning
 =============  ========  ========  ==============================================
 query          BYTES     [1]       the query (UTF-8)
 product_text   BYTES     [-1]      one product text per candidate
+product_id     BYTES     [-1]      optional: one product id per candidate
 score          FP32      [-1]      expected grade in [0, 3], per candidate
 grade_probs    FP32      [-1, 4]   grade distribution (index = grade), per candidate
 =============  ========  ========  ==============================================
@@ -52,6 +53,8 @@ from contracts.artifacts import (
 from training.export.onnx_export import input_names
 
 CONFIG_PBTXT = "config.pbtxt"
+# Pair assembly from cached product ids, imported by both Python-backend models.
+PAIR_TOKENS = "pair_tokens.py"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -73,6 +76,9 @@ def _external_inputs() -> list[mc.ModelInput]:
     return [
         mc.ModelInput(**_tensor("query", mc.TYPE_STRING, [1])),
         mc.ModelInput(**_tensor("product_text", mc.TYPE_STRING, [-1])),
+        # Keys the product token cache (products are tokenized once); optional so
+        # callers that send only texts still work (the text then keys the cache).
+        mc.ModelInput(**_tensor("product_id", mc.TYPE_STRING, [-1], optional=True)),
     ]
 
 
@@ -146,9 +152,9 @@ def _version_dir(
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    (target / "model.py").write_text(
-        resources.files("training.export.triton_models").joinpath(source).read_text()
-    )
+    models = resources.files("training.export.triton_models")
+    (target / "model.py").write_text(models.joinpath(source).read_text())
+    (target / PAIR_TOKENS).write_text(models.joinpath(PAIR_TOKENS).read_text())
     shutil.copy2(export_dir / EXPORT_TOKENIZER, target / TOKENIZER_JSON)
     shutil.copy2(export_dir / STUDENT_JSON, target / STUDENT_JSON)
     (target / SERVING_JSON).write_text(json.dumps(serving, indent=2) + "\n")
@@ -310,7 +316,11 @@ def _write_gpu_models(
                     step(
                         model_name=tokenizer_name,
                         model_version=-1,
-                        input_map={"query": "query", "product_text": "product_text"},
+                        input_map={
+                            "query": "query",
+                            "product_text": "product_text",
+                            "product_id": "product_id",
+                        },
                         output_map={n: n for n in ids},
                     ),
                     step(

@@ -29,12 +29,12 @@ TEXTS = [
 ]
 
 
-def _torch_scores(checkpoint: Path) -> tuple[np.ndarray, np.ndarray]:
+def _torch_scores(checkpoint: Path, texts: list[str] = TEXTS) -> tuple[np.ndarray, np.ndarray]:
     tokenizer = AutoTokenizer.from_pretrained(checkpoint / "model")
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint / "model").eval()
     batch = tokenizer(
-        [QUERY] * len(TEXTS),
-        TEXTS,
+        [QUERY] * len(texts),
+        texts,
         truncation="longest_first",
         max_length=32,
         padding=True,
@@ -45,13 +45,20 @@ def _torch_scores(checkpoint: Path) -> tuple[np.ndarray, np.ndarray]:
     return (probs * torch.arange(4.0)).sum(-1).numpy(), probs.numpy()
 
 
-def _infer(server: TritonServer, texts: list[str]) -> grpcclient.InferResult:
+def _infer(
+    server: TritonServer, texts: list[str], product_ids: list[str] | None = None
+) -> grpcclient.InferResult:
     query = grpcclient.InferInput("query", [1], "BYTES")
     query.set_data_from_numpy(np.array([QUERY.encode()], dtype=np.object_))
     products = grpcclient.InferInput("product_text", [len(texts)], "BYTES")
     products.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+    inputs = [query, products]
+    if product_ids is not None:
+        ids = grpcclient.InferInput("product_id", [len(product_ids)], "BYTES")
+        ids.set_data_from_numpy(np.array([i.encode() for i in product_ids], dtype=np.object_))
+        inputs.append(ids)
     with server.client() as client:
-        return client.infer("ce", [query, products])
+        return client.infer("ce", inputs)
 
 
 def test_cpu_repository_serves_torch_scores_and_new_versions(
@@ -69,7 +76,7 @@ def test_cpu_repository_serves_torch_scores_and_new_versions(
         server.load_model("ce")
         with server.client() as client:
             config = client.get_model_config("ce").config
-        assert [i.name for i in config.input] == ["query", "product_text"]
+        assert [i.name for i in config.input] == ["query", "product_text", "product_id"]
 
         result = _infer(server, TEXTS)
         scores, probs = _torch_scores(first)
@@ -77,6 +84,15 @@ def test_cpu_repository_serves_torch_scores_and_new_versions(
         np.testing.assert_allclose(result.as_numpy("score"), scores, atol=1e-4)
         np.testing.assert_allclose(result.as_numpy("grade_probs"), probs, atol=1e-4)
         assert _infer(server, []).as_numpy("score").shape == (0,)
+        # Products keyed by id are tokenized once; a changed text under the same id is
+        # re-tokenized (its cached ids are keyed by the text's hash too).
+        ids = ["p1", "p2", "p3"]
+        np.testing.assert_allclose(_infer(server, TEXTS, ids).as_numpy("score"), scores, atol=1e-4)
+        changed = [TEXTS[1], TEXTS[2], TEXTS[0]]
+        changed_scores, _ = _torch_scores(first, changed)
+        np.testing.assert_allclose(
+            _infer(server, changed, ids).as_numpy("score"), changed_scores, atol=1e-4
+        )
 
         second = make_cross_encoder(2)
         export_student(second, tmp_path / "v2", int8=False)

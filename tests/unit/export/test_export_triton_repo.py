@@ -26,6 +26,7 @@ def _io(config: mc.ModelConfig) -> dict[str, tuple[int, list[int]]]:
 EXTERNAL = {
     "query": (mc.TYPE_STRING, [1]),
     "product_text": (mc.TYPE_STRING, [-1]),
+    "product_id": (mc.TYPE_STRING, [-1]),
     "score": (mc.TYPE_FP32, [-1]),
     "grade_probs": (mc.TYPE_FP32, [-1, 4]),
 }
@@ -44,10 +45,18 @@ def test_cpu_repository_is_versioned_python_model(export_dir, tmp_path):
     config = read_config(tmp_path / "ce" / "config.pbtxt")
     assert config.name == "ce" and config.backend == "python" and config.max_batch_size == 0
     assert _io(config) == EXTERNAL
+    assert [i.name for i in config.input if i.optional] == ["product_id"]
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert_drops_expired_requests(config)
     files = {p.name for p in (tmp_path / "ce" / "1").iterdir()}
-    assert files == {"model.py", "model.onnx", "tokenizer.json", "serving.json", "student.json"}
+    assert files == {
+        "model.py",
+        "pair_tokens.py",
+        "model.onnx",
+        "tokenizer.json",
+        "serving.json",
+        "student.json",
+    }
     serving = json.loads((tmp_path / "ce" / "1" / "serving.json").read_text())
     assert serving["max_length"] == 48
     assert serving["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]

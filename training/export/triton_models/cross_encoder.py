@@ -1,33 +1,49 @@
 """Triton Python-backend model: a cross-encoder student scoring one query's products.
 
 Inputs (no batch dimension; one request = one query):
-  ``query`` BYTES [1], ``product_text`` BYTES [-1].
+  ``query`` BYTES [1], ``product_text`` BYTES [-1], optional ``product_id`` BYTES [-1]
+  (keys the product token cache; without it the text does).
 Outputs: ``score`` FP32 [-1] (expected grade in [0, 3]), ``grade_probs`` FP32 [-1, 4].
-Tokenization (``tokenizers``) and the ONNX graph (``onnxruntime``, CPU) both run here,
-so the model serves on a Triton without the ONNX Runtime backend.
+Tokenization (``tokenizers``; each product once, see ``pair_tokens.py``) and the ONNX
+graph (``onnxruntime``, CPU) both run here, so the model serves on a Triton without the
+ONNX Runtime backend.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-from tokenizers import Tokenizer
 
-# Tokenizer encoding attribute behind each ONNX input name.
-_ENCODING_FIELDS = {
-    "input_ids": "ids",
-    "attention_mask": "attention_mask",
-    "token_type_ids": "type_ids",
-}
+# pair_tokens.py is copied next to this file (the version directory).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pair_tokens import PairAssembler, ProductTokenCache
 
 
-def _strings(request, name):
+def _strings(request, name, required=True):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
-        raise ValueError(f"input {name!r} is missing")
+        if required:
+            raise ValueError(f"input {name!r} is missing")
+        return None
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.as_numpy()]
+
+
+def _rows(model, request):
+    """The request's pair rows from cached product ids; only the query is tokenized."""
+    query = _strings(request, "query")
+    if len(query) != 1:
+        raise ValueError(f"input 'query' must hold exactly 1 string, got {len(query)}")
+    texts = _strings(request, "product_text")
+    # Without ids (an older caller) the text itself keys the cache.
+    product_ids = _strings(request, "product_id", required=False) or texts
+    if len(product_ids) != len(texts):
+        raise ValueError(f"input 'product_id' has {len(product_ids)} ids for {len(texts)} texts")
+    products = model.products.get(product_ids, texts)
+    (query_encoding,) = model.assembler.encode(query)
+    return model.assembler.assemble(query_encoding.ids, products)
 
 
 class TritonPythonModel:
@@ -36,9 +52,12 @@ class TritonPythonModel:
         serving = json.loads((version_dir / "serving.json").read_text())
         parameters = json.loads(args["model_config"]).get("parameters", {})
         threads = int(parameters.get("intra_op_threads", {}).get("string_value", "1"))
-        self.tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(serving["max_length"], strategy="longest_first")
-        self.tokenizer.enable_padding(pad_id=serving["pad_id"], pad_token=serving["pad_token"])
+        # Products are tokenized once (keyed by product id and text hash); a request
+        # tokenizes only its query.
+        self.assembler = PairAssembler(
+            str(version_dir / "tokenizer.json"), serving["max_length"], serving["pad_id"]
+        )
+        self.products = ProductTokenCache(self.assembler)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -47,14 +66,11 @@ class TritonPythonModel:
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def _score(self, query, texts):
-        if not texts:
+    def _score(self, request):
+        rows = _rows(self, request)
+        if not len(rows["input_ids"]):
             return np.zeros(0, np.float32), np.zeros((0, 4), np.float32)
-        encodings = self.tokenizer.encode_batch([(query, text) for text in texts])
-        feeds = {
-            name: np.asarray([getattr(e, _ENCODING_FIELDS[name]) for e in encodings], np.int64)
-            for name in self.input_names
-        }
+        feeds = {name: rows[name] for name in self.input_names}
         score, grade_probs = self.session.run(["score", "grade_probs"], feeds)
         return score.astype(np.float32), grade_probs.astype(np.float32)
 
@@ -62,10 +78,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                query = _strings(request, "query")
-                if len(query) != 1:
-                    raise ValueError(f"input 'query' must hold exactly 1 string, got {len(query)}")
-                score, grade_probs = self._score(query[0], _strings(request, "product_text"))
+                score, grade_probs = self._score(request)
                 outputs = [
                     pb_utils.Tensor("score", score),
                     pb_utils.Tensor("grade_probs", grade_probs),

@@ -1,30 +1,45 @@
 """Triton Python-backend model: tokenizes (query, product text) pairs for the ONNX step.
 
 GPU variant's first ensemble step. Inputs (no batch dimension; one request = one
-query): ``query`` BYTES [1], ``product_text`` BYTES [-1]. Outputs: INT64 [-1, -1]
+query): ``query`` BYTES [1], ``product_text`` BYTES [-1], optional ``product_id`` BYTES
+[-1] (keys the product token cache; without it the text does). Outputs: INT64 [-1, -1]
 tensors named after the ONNX graph's inputs (``input_ids``, ``attention_mask`` and, for
 BERT-like models, ``token_type_ids``), listed in ``serving.json``.
 """
 
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
-from tokenizers import Tokenizer
 
-_ENCODING_FIELDS = {
-    "input_ids": "ids",
-    "attention_mask": "attention_mask",
-    "token_type_ids": "type_ids",
-}
+# pair_tokens.py is copied next to this file (the version directory).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pair_tokens import PairAssembler, ProductTokenCache
 
 
-def _strings(request, name):
+def _strings(request, name, required=True):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
-        raise ValueError(f"input {name!r} is missing")
+        if required:
+            raise ValueError(f"input {name!r} is missing")
+        return None
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.as_numpy()]
+
+
+def _rows(model, request):
+    """The request's pair rows from cached product ids; only the query is tokenized."""
+    query = _strings(request, "query")
+    if len(query) != 1:
+        raise ValueError(f"input 'query' must hold exactly 1 string, got {len(query)}")
+    texts = _strings(request, "product_text")
+    # Without ids (an older caller) the text itself keys the cache.
+    product_ids = _strings(request, "product_id", required=False) or texts
+    if len(product_ids) != len(texts):
+        raise ValueError(f"input 'product_id' has {len(product_ids)} ids for {len(texts)} texts")
+    products = model.products.get(product_ids, texts)
+    (query_encoding,) = model.assembler.encode(query)
+    return model.assembler.assemble(query_encoding.ids, products)
 
 
 class TritonPythonModel:
@@ -32,29 +47,19 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         serving = json.loads((version_dir / "serving.json").read_text())
         self.input_names = serving["input_names"]
-        self.tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(serving["max_length"], strategy="longest_first")
-        self.tokenizer.enable_padding(pad_id=serving["pad_id"], pad_token=serving["pad_token"])
+        # Products are tokenized once (keyed by product id and text hash); a request
+        # tokenizes only its query.
+        self.assembler = PairAssembler(
+            str(version_dir / "tokenizer.json"), serving["max_length"], serving["pad_id"]
+        )
+        self.products = ProductTokenCache(self.assembler)
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
-                query = _strings(request, "query")
-                if len(query) != 1:
-                    raise ValueError(f"input 'query' must hold exactly 1 string, got {len(query)}")
-                texts = _strings(request, "product_text")
-                encodings = self.tokenizer.encode_batch([(query[0], text) for text in texts])
-                width = len(encodings[0].ids) if encodings else 0
-                outputs = [
-                    pb_utils.Tensor(
-                        name,
-                        np.asarray(
-                            [getattr(e, _ENCODING_FIELDS[name]) for e in encodings], np.int64
-                        ).reshape(len(encodings), width),
-                    )
-                    for name in self.input_names
-                ]
+                rows = _rows(self, request)
+                outputs = [pb_utils.Tensor(name, rows[name]) for name in self.input_names]
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             except Exception as err:  # one bad request must not fail the others in the batch
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err))))
