@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -152,6 +153,39 @@ def test_monitor_never_flags_gaps_below_min_gap() -> None:
     handler = DisagreementHandler(teacher, publisher, own, None)  # type: ignore[arg-type]
     handler([_sample("sofa", {"a": 1.1, "b": 1.2})])
     assert publisher.sent == []  # top half, but the student is within half a grade
+
+
+def test_monitor_flags_wrong_pairs_far_more_often_than_random_sampling() -> None:
+    # 50 queries x 20 products; teacher and student both near the true grade, except a
+    # known 10% of pairs where the student is two grades off: the pairs to find.
+    rng = np.random.default_rng(0)
+    truth = {f"q{q}-p{i}": float(rng.integers(0, 4)) for q in range(50) for i in range(20)}
+    broken = set(rng.choice(sorted(truth), len(truth) // 10, replace=False).tolist())
+    teacher = TableTeacher({pid: g + rng.normal(0, 0.2) for pid, g in truth.items()})
+    student = {
+        pid: (g + 2 if g < 2 else g - 2) if pid in broken else g + rng.normal(0, 0.2)
+        for pid, g in truth.items()
+    }
+    publisher = RecordingPublisher()
+    own = MonitorSettings(top_share=0.1, min_gap=0.5, pairs_per_second=1e6)
+    handler = DisagreementHandler(teacher, publisher, own, None)  # type: ignore[arg-type]
+    for first in range(0, 50, 5):  # consumer batches of five samples
+        handler(
+            [
+                _sample(f"query {q}", {f"q{q}-p{i}": student[f"q{q}-p{i}"] for i in range(20)})
+                for q in range(first, first + 5)
+            ]
+        )
+    flagged = [m.disagreement.product_id for _, _, m in publisher.sent]
+    wrong = {pid for pid in truth if abs(student[pid] - truth[pid]) >= 1}
+    assert wrong == broken and 50 <= len(flagged) <= 150
+    precision = sum(pid in wrong for pid in flagged) / len(flagged)
+    randoms = [
+        sum(pid in wrong for pid in np.random.default_rng(seed).choice(sorted(truth), len(flagged)))
+        / len(flagged)
+        for seed in range(5)
+    ]
+    assert precision >= 0.8 and max(randoms) < 0.25 < precision
 
 
 def test_read_products_from_jsonl_and_parquet(tmp_path: Path) -> None:
