@@ -332,8 +332,15 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     setup_venv(quiet=True)
     repository = work / "triton-repo"
     name = write_cpu_repository(ce_export, repository, cpu_threads=THREADS)
+    # Speed only: the untrained head's int8 ranking fails the serving gate (its rho is
+    # reported under quality), so the gate is lowered for this measurement.
     int8_name = write_cpu_repository(
-        ce_export, repository, model_name=f"{name}-int8", cpu_threads=THREADS, int8=True
+        ce_export,
+        repository,
+        model_name=f"{name}-int8",
+        cpu_threads=THREADS,
+        int8=True,
+        int8_min_spearman=-1.0,
     )
     served = {"grpc_triton": name, "grpc_triton_int8": int8_name}
     served_scores: dict[str, list[np.ndarray]] = {}

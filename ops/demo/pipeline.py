@@ -344,14 +344,18 @@ def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any
     from services.student_inference.triton_runtime import TritonServer
     from training.eval.evaluate import evaluate_scorer
     from training.export.exporter import export_student
-    from training.export.triton_repo import write_cpu_repository
+    from training.export.onnx_export import INT8_MIN_SPEARMAN
+    from training.export.triton_repo import recorded_int8_spearman, write_cpu_repository
 
     best = best_cross_encoder(run)
     export_dir = run.path("export") / best
     export_student(run.path("students") / best, export_dir)
-    # int8 on CPU: about twice the fp32 throughput, scores within 0.005 (docs/triton.md).
+    # int8 on CPU: about twice the fp32 throughput, served only when it keeps fp32's
+    # ranking (Spearman >= INT8_MIN_SPEARMAN, docs/triton.md); fp32 otherwise.
+    int8 = recorded_int8_spearman(export_dir) >= INT8_MIN_SPEARMAN
+    precision = "int8" if int8 else "fp32"
     model = write_cpu_repository(
-        export_dir, run.path("triton-repository"), model_name="student", int8=True
+        export_dir, run.path("triton-repository"), model_name="student", int8=int8
     )
     triton = exits.enter_context(
         TritonServer(run.path("triton-repository"), model_control="explicit", load_models=(model,))
@@ -361,7 +365,7 @@ def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any
         metrics = evaluate_scorer(served, run.path("dataset"), "test", show_progress=True)
         latency = request_latency_ms(served, run)
         examples = served.examples(run.path("dataset"), count=5)
-    result = _result(f"served via Triton (int8): {best}", "served", None, metrics, latency)
+    result = _result(f"served via Triton ({precision}): {best}", "served", None, metrics, latency)
     return {"student": best, "result": result, "examples": examples}
 
 

@@ -50,6 +50,9 @@ class ExportResult:
     spec: CrossEncoderSpec | TwoTowerSpec
     files: dict[str, str] = field(default_factory=dict)
     checks: list[onnx_export.AccuracyCheck] = field(default_factory=list)
+    # Spearman's rho of the int8 cross-encoder's scores against fp32's; Triton
+    # repositories refuse to serve int8 below onnx_export.INT8_MIN_SPEARMAN.
+    int8_spearman: float | None = None
 
     def write(self) -> Path:
         path = self.output_dir / EXPORT_JSON
@@ -59,6 +62,7 @@ class ExportResult:
             "version": self.spec.version,
             "files": self.files,
             "checks": [asdict(check) for check in self.checks],
+            "int8_spearman": self.int8_spearman,
         }
         path.write_text(json.dumps(record, indent=2) + "\n")
         return path
@@ -134,6 +138,11 @@ def _export_cross_encoder(
         int8_path = onnx_export.quantize_int8(fp32_path, result.output_dir / CROSS_ENCODER_INT8)
         result.files["onnx_int8"] = CROSS_ENCODER_INT8
         check(int8_path, int8_tolerance or onnx_export.INT8_SCORE_TOLERANCE)
+        # Recorded, not enforced here: an untrained or barely trained student has no
+        # ranking to keep; serving int8 is what the rank check gates (triton_repo).
+        result.int8_spearman = onnx_export.int8_spearman(
+            fp32_path, int8_path, tokenizer, max_length=spec.max_length
+        )
 
 
 def _export_two_tower(

@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from scipy.stats import spearmanr
 from torch import nn
 from transformers import (
     AutoModel,
@@ -324,3 +325,59 @@ def _compare(
         tolerance=tolerance,
         batch_shapes=tuple(tuple(b["input_ids"].shape) for b in batches),
     )
+
+
+# int8 is served only when it ranks products as fp32 does: Spearman's rho between the
+# two graphs' scores on :func:`rank_check_pairs` (every check query against every check
+# text) must reach this. An absolute-error bound alone let a 0.22 rho through.
+INT8_MIN_SPEARMAN = 0.99
+
+
+def rank_check_pairs() -> list[tuple[str, str]]:
+    """Every check query paired with every check text: relevant and irrelevant pairs."""
+    return [(q, t) for q, _ in CHECK_PAIRS for _, t in CHECK_PAIRS]
+
+
+def int8_spearman(
+    fp32_path: Path,
+    int8_path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> float:
+    """Spearman's rho between the fp32 and int8 cross-encoder graphs' scores on ``pairs``.
+
+    Runs both graphs with ONNX Runtime (no torch model needed), so the controller's
+    promotion gate can call it on any export. ``pairs`` defaults to
+    :func:`rank_check_pairs`.
+    """
+    chosen = list(pairs) if pairs is not None else rank_check_pairs()
+    if len(chosen) < 3:
+        raise ValueError(f"pairs: Spearman's rho needs at least 3 pairs, got {len(chosen)}")
+    encoded = tokenizer(
+        [q for q, _ in chosen],
+        [t for _, t in chosen],
+        truncation="longest_first",
+        max_length=max_length,
+        padding=True,
+        return_tensors="np",
+    )
+    scores = []
+    for path in (fp32_path, int8_path):
+        sess = session(path)
+        names = [i.name for i in sess.get_inputs()]
+        (score,) = sess.run(["score"], {n: encoded[n].astype(np.int64) for n in names})
+        scores.append(score.astype(np.float64))
+    rho = float(spearmanr(scores[0], scores[1]).statistic)
+    # Constant scores have no ranking to keep: nan counts as a failed check.
+    return rho if np.isfinite(rho) else 0.0
+
+
+def require_int8_spearman(rho: float, minimum: float = INT8_MIN_SPEARMAN) -> None:
+    """Refuse an int8 graph whose ranking disagrees with fp32's."""
+    if not rho >= minimum:
+        raise ExportAccuracyError(
+            f"int8: Spearman's rho against fp32 = {rho:.4f} is below the required "
+            f"{minimum} (int8_min_spearman); serve fp32 or re-export without int8"
+        )

@@ -39,6 +39,7 @@ from contracts import schema
 from contracts.artifacts import (
     CROSS_ENCODER_INT8,
     CROSS_ENCODER_ONNX,
+    EXPORT_JSON,
     EXPORT_TOKENIZER,
     SERVING_JSON,
     STUDENT_JSON,
@@ -50,7 +51,12 @@ from contracts.artifacts import (
     Variant,
     read_student_spec,
 )
-from training.export.onnx_export import input_names
+from training.export.onnx_export import (
+    INT8_MIN_SPEARMAN,
+    ExportAccuracyError,
+    input_names,
+    require_int8_spearman,
+)
 
 CONFIG_PBTXT = "config.pbtxt"
 # Pair assembly from cached product ids, imported by both Python-backend models.
@@ -172,11 +178,15 @@ def write_triton_repository(
     max_batch_size: int = 64,
     gpu_instances: int = 1,
     cpu_threads: int = 1,
+    int8_min_spearman: float = INT8_MIN_SPEARMAN,
 ) -> int:
     """Add the cross-encoder export at ``export_dir`` to ``repository``.
 
     ``version`` defaults to the student's version when it is a positive integer, else
     to one past the highest version present. Returns the version written.
+    ``precision="int8"`` is refused (:class:`ExportAccuracyError` naming the measured
+    value) unless the export recorded an int8 Spearman's rho against fp32 of at least
+    ``int8_min_spearman``.
     """
     export_dir, repository = Path(export_dir), Path(repository)
     spec = read_student_spec(export_dir)
@@ -191,6 +201,8 @@ def write_triton_repository(
     onnx_file = CROSS_ENCODER_INT8 if precision == "int8" else CROSS_ENCODER_ONNX
     if not (export_dir / onnx_file).is_file():
         raise ValueError(f"{export_dir}: {onnx_file} missing (precision={precision!r})")
+    if precision == "int8":
+        require_int8_spearman(recorded_int8_spearman(export_dir), int8_min_spearman)
     tokenizer = AutoTokenizer.from_pretrained(export_dir / TOKENIZER_DIR)
     serving: dict[str, object] = {
         "max_length": spec.max_length,
@@ -215,6 +227,17 @@ def write_triton_repository(
     return number
 
 
+def recorded_int8_spearman(export_dir: Path) -> float:
+    """The int8 Spearman's rho the export recorded in ``export.json``."""
+    path = Path(export_dir) / EXPORT_JSON
+    rho = json.loads(path.read_text()).get("int8_spearman") if path.is_file() else None
+    if rho is None:
+        raise ExportAccuracyError(
+            f"{path}: int8_spearman not recorded; re-export with int8 to measure it"
+        )
+    return float(rho)
+
+
 def write_cpu_repository(
     export_dir: Path,
     repository: Path,
@@ -222,6 +245,7 @@ def write_cpu_repository(
     model_name: str | None = None,
     cpu_threads: int = 1,
     int8: bool = False,
+    int8_min_spearman: float = INT8_MIN_SPEARMAN,
 ) -> str:
     """Add a cross-encoder export to ``repository`` (CPU variant); returns the model name.
 
@@ -237,6 +261,7 @@ def write_cpu_repository(
         model_name=name,
         cpu_threads=cpu_threads,
         precision="int8" if int8 else "fp32",
+        int8_min_spearman=int8_min_spearman,
     )
     return name
 

@@ -12,7 +12,13 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from training.export.exporter import export_student
-from training.export.onnx_export import ExportAccuracyError, session
+from training.export.onnx_export import (
+    ExportAccuracyError,
+    int8_spearman,
+    rank_check_pairs,
+    require_int8_spearman,
+    session,
+)
 from training.student.examples import product_text
 
 PAIRS = [
@@ -138,3 +144,24 @@ def test_two_tower_export(two_tower_checkpoint, products_parquet, tmp_path):
 def test_two_tower_needs_products(two_tower_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="products"):
         export_student(two_tower_checkpoint, tmp_path)
+
+
+def test_int8_spearman_measures_rank_agreement_and_the_gate_names_the_value(cross_export):
+    out = cross_export.output_dir
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    max_length = json.loads((out / "student.json").read_text())["max_length"]
+    fp32, int8 = out / "model.onnx", out / "model.int8.onnx"
+    assert int8_spearman(fp32, fp32, tokenizer, max_length=max_length) == pytest.approx(1.0)
+    rho = int8_spearman(fp32, int8, tokenizer, max_length=max_length)
+    assert -1.0 <= rho <= 1.0
+    print(f"int8 Spearman on the untrained fixture: {rho:.4f}")
+    # Reversed pairs order reverses nothing: rho compares the same pairs in both graphs.
+    pairs = rank_check_pairs()[::-1]
+    assert int8_spearman(fp32, int8, tokenizer, max_length=max_length, pairs=pairs) == (
+        pytest.approx(rho)
+    )
+    require_int8_spearman(0.995)
+    with pytest.raises(ExportAccuracyError, match=r"Spearman's rho against fp32 = 0\.9300"):
+        require_int8_spearman(0.93)
+    with pytest.raises(ValueError, match="pairs"):
+        int8_spearman(fp32, int8, tokenizer, max_length=max_length, pairs=pairs[:2])

@@ -10,7 +10,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from contracts.artifacts import read_student_spec
 from training.export.exporter import export_student
-from training.export.triton_repo import read_config, write_triton_repository
+from training.export.onnx_export import INT8_MIN_SPEARMAN, ExportAccuracyError
+from training.export.triton_repo import (
+    read_config,
+    recorded_int8_spearman,
+    write_triton_repository,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +71,16 @@ def test_cpu_repository_is_versioned_python_model(export_dir, tmp_path):
 
 
 def test_cpu_int8_repository_serves_the_quantized_graph(export_dir, tmp_path):
-    write_triton_repository(export_dir, tmp_path, model_name="ce", precision="int8")
+    # The untrained fixture's int8 graph does not keep fp32's ranking: refused by default,
+    # the error naming the value the export measured.
+    rho = recorded_int8_spearman(export_dir)
+    assert rho < INT8_MIN_SPEARMAN
+    with pytest.raises(ExportAccuracyError, match=f"Spearman's rho against fp32 = {rho:.4f}"):
+        write_triton_repository(export_dir, tmp_path, model_name="ce", precision="int8")
+    assert not (tmp_path / "ce").exists()
+    write_triton_repository(
+        export_dir, tmp_path, model_name="ce", precision="int8", int8_min_spearman=rho
+    )
     copied = (tmp_path / "ce" / "1" / "model.onnx").read_bytes()
     assert copied == (export_dir / "model.int8.onnx").read_bytes()
 
