@@ -7,8 +7,8 @@ typed writer. Torch-free: the student-inference service reads exports with it.
 Student checkpoint (``relkd student train``), a directory with ``student.json`` and
 Hugging Face ``save_pretrained`` folders:
 
-* cross-encoder: ``model/`` = ``AutoModelForSequenceClassification(num_labels=4)`` and
-  its tokenizer;
+* cross-encoder: ``model/`` = ``AutoModelForSequenceClassification(num_labels=5)`` (4 grade
+  logits, then a free score logit) and its tokenizer;
 * two-tower: ``query_tower/`` and ``product_tower/`` = ``AutoModel`` and tokenizer;
 * both: ``aux_heads.pt``, the training-only heads (rationale, two-tower grade head).
 

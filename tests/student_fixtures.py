@@ -62,7 +62,7 @@ def make_cross_encoder(
     def make(seed: int, max_length: int = 32) -> Path:
         path = tmp_path_factory.mktemp(f"cross-encoder-{seed}")
         torch.manual_seed(seed)
-        BertForSequenceClassification(_config(num_labels=4)).save_pretrained(path / "model")
+        BertForSequenceClassification(_config(num_labels=5)).save_pretrained(path / "model")
         minilm_tokenizer.save_pretrained(path / "model")
         spec = {
             "kind": "cross-encoder",

@@ -4,8 +4,9 @@ The graphs compute the serving outputs themselves, so every runtime (Triton's ON
 Runtime backend, the Python backend, a plain ``onnxruntime`` session) returns the same
 numbers without re-implementing the head:
 
-* cross-encoder: ``score`` [batch] (expected grade, sum_g p(g) * g) and
-  ``grade_probs`` [batch, 4];
+* cross-encoder: ``score`` [batch] (expected grade sum_g p(g) * g plus the free score
+  logit, ``training.student.models.base.cross_encoder_head``) and ``grade_probs``
+  [batch, 4] (softmax of the grade logits);
 * query tower: ``embedding`` [batch, hidden], L2-normalised mean pooling over the
   attention mask.
 
@@ -36,6 +37,7 @@ from transformers import (
 )
 
 from contracts import schema
+from training.student.models.base import CROSS_ENCODER_LABELS, cross_encoder_head
 
 OPSET = 17
 # Order of the graph inputs; a model whose tokenizer has no token types (DistilBERT,
@@ -98,14 +100,11 @@ class CrossEncoderGraph(nn.Module):
         super().__init__()
         self.model = model
         self.input_names = tuple(input_names)
-        self.register_buffer(
-            "grades", torch.arange(schema.NUM_GRADES, dtype=torch.float32), persistent=False
-        )
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(**dict(zip(self.input_names, inputs, strict=True))).logits
-        probs = logits.float().softmax(-1)
-        return probs @ self.grades, probs
+        score, grade_logits = cross_encoder_head(logits)
+        return score, grade_logits.float().softmax(-1)
 
 
 class MeanPoolingEncoder(nn.Module):
@@ -132,9 +131,10 @@ def load_cross_encoder(model_dir: Path) -> tuple[CrossEncoderGraph, PreTrainedTo
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, attn_implementation="eager"
     )
-    if model.config.num_labels != schema.NUM_GRADES:
+    if model.config.num_labels not in (CROSS_ENCODER_LABELS, schema.NUM_GRADES):
         raise ValueError(
-            f"{model_dir}: num_labels={model.config.num_labels}, expected {schema.NUM_GRADES}"
+            f"{model_dir}: num_labels={model.config.num_labels}, expected "
+            f"{CROSS_ENCODER_LABELS} (grades + free score logit)"
         )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     graph = CrossEncoderGraph(model, input_names(tokenizer)).eval()

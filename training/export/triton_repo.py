@@ -9,7 +9,7 @@ tensor         datatype  dims      meaning
 query          BYTES     [1]       the query (UTF-8)
 product_text   BYTES     [-1]      one product text per candidate
 product_id     BYTES     [-1]      optional: one product id per candidate
-score          FP32      [-1]      expected grade in [0, 3], per candidate
+score          FP32      [-1]      grade units (expected grade + score logit)
 grade_probs    FP32      [-1, 4]   grade distribution (index = grade), per candidate
 =============  ========  ========  ==============================================
 

@@ -17,6 +17,7 @@ from services.student_inference.triton_runtime import (
 )
 from training.export.exporter import export_student
 from training.export.triton_repo import write_triton_repository
+from training.student.models.base import cross_encoder_head
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +42,8 @@ def _torch_scores(checkpoint: Path, texts: list[str] = TEXTS) -> tuple[np.ndarra
         return_tensors="pt",
     )
     with torch.inference_mode():
-        probs = model(**batch).logits.softmax(-1)
-    return (probs * torch.arange(4.0)).sum(-1).numpy(), probs.numpy()
+        scores, grade_logits = cross_encoder_head(model(**batch).logits)
+    return scores.numpy(), grade_logits.softmax(-1).numpy()
 
 
 def _infer(

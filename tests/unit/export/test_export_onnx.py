@@ -20,6 +20,7 @@ from training.export.onnx_export import (
     session,
 )
 from training.student.examples import product_text
+from training.student.models.base import cross_encoder_head
 
 PAIRS = [
     ("sofa", "grey fabric sofa with three seats and removable covers"),
@@ -37,8 +38,8 @@ def _torch_cross_encoder(model_dir: Path, queries: list[str], texts: list[str]):
         queries, texts, truncation=True, max_length=48, padding=True, return_tensors="pt"
     )
     with torch.inference_mode():
-        probs = model(**batch).logits.softmax(-1)
-    return dict(batch), (probs * torch.arange(4.0)).sum(-1).numpy(), probs.numpy()
+        scores, grade_logits = cross_encoder_head(model(**batch).logits)
+    return dict(batch), scores.numpy(), grade_logits.softmax(-1).numpy()
 
 
 @pytest.fixture(scope="module")

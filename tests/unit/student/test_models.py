@@ -20,12 +20,29 @@ def _cross(base: str) -> CrossEncoderStudent:
     return CrossEncoderStudent.from_base(base, num_layers=1, max_length=16, text_fields=["title"])
 
 
-def test_cross_encoder_scores_are_expected_grades(tiny_base_model: str):
+def test_cross_encoder_score_is_expected_grade_plus_a_free_logit(tiny_base_model: str):
     model = _cross(tiny_base_model).eval()
     assert model.model.config.num_hidden_layers == 1
-    out = model(model.tokenize(QUERIES, ["acme sofa", "nova lamp"]))
+    inputs = model.tokenize(QUERIES, ["acme sofa", "nova lamp"])
+    out = model(inputs)
+    assert out.grade_logits.shape == (2, 4)
     expected = out.grade_logits.softmax(-1) @ torch.arange(4.0)
+    # The free score logit starts at zero: the initial score is the expected grade.
     assert torch.allclose(out.scores, expected)
+    # It carries Margin-MSE's gradient undamped: a saturated grade softmax passes almost
+    # none, the free logit all of it.
+    with torch.no_grad():
+        model.model.classifier.bias[:4] = torch.tensor([0.0, 0.0, 0.0, 30.0])
+    model.zero_grad()
+    model(inputs).scores.sum().backward()
+    weight_grad = model.model.classifier.weight.grad
+    assert weight_grad[:4].abs().max() < 1e-6 < weight_grad[4].abs().max()
+    with torch.no_grad():
+        model.model.classifier.bias[4] = 0.5
+        shifted = model(inputs)
+    assert torch.allclose(
+        shifted.scores, shifted.grade_logits.softmax(-1) @ torch.arange(4.0) + 0.5
+    )
     assert out.rationale_logits.shape == (2, 3, 3)
 
 
@@ -45,7 +62,7 @@ def test_cross_encoder_checkpoint_contract(tiny_base_model: str, tmp_path: Path)
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
     inputs = model.tokenize(QUERIES, ["acme sofa", "nova lamp"])
     with torch.no_grad():
-        assert torch.allclose(hf(**inputs).logits, model(inputs).grade_logits, atol=1e-5)
+        assert torch.allclose(hf(**inputs).logits[:, :4], model(inputs).grade_logits, atol=1e-5)
 
     scorer = load_student(tmp_path, device="cpu")
     assert scorer.name == "ce:7"

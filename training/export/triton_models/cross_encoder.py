@@ -3,7 +3,8 @@
 Inputs (no batch dimension; one request = one query):
   ``query`` BYTES [1], ``product_text`` BYTES [-1], optional ``product_id`` BYTES [-1]
   (keys the product token cache; without it the text does).
-Outputs: ``score`` FP32 [-1] (expected grade in [0, 3]), ``grade_probs`` FP32 [-1, 4].
+Outputs: ``score`` FP32 [-1] (grade units: expected grade plus the free score logit),
+``grade_probs`` FP32 [-1, 4].
 Tokenization (``tokenizers``; each product once, see ``pair_tokens.py``) and the ONNX
 graph (``onnxruntime``, CPU) both run here, so the model serves on a Triton without the
 ONNX Runtime backend.

@@ -61,6 +61,35 @@ def expected_grade(grade_logits: torch.Tensor) -> torch.Tensor:
     return grade_logits.float().softmax(-1) @ grades
 
 
+# A cross-encoder's head: NUM_GRADES grade logits, then one free score logit.
+CROSS_ENCODER_LABELS = schema.NUM_GRADES + 1
+
+
+def cross_encoder_head(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score, grade_logits) from a cross-encoder's classification logits.
+
+    The score is the expected grade under the grade softmax plus the free score logit.
+    The expected grade alone is damped: its gradient through logit ``g`` is
+    ``p_g (g - E[g])``, which vanishes as the softmax grows confident, so Margin-MSE
+    (which reads only the score) stalls; the free logit passes its gradient on
+    undamped. It starts at zero (see ``CrossEncoderStudent.from_base``) and Margin-MSE,
+    invariant to a shift of all scores, gives its bias no gradient, so the score stays
+    on the grade scale the disagreement monitor compares with the teacher. A head with
+    only the grade logits (checkpoints from before the free logit) scores by the
+    expected grade.
+    """
+    grade_logits = logits[..., : schema.NUM_GRADES]
+    score = expected_grade(grade_logits)
+    if logits.shape[-1] == CROSS_ENCODER_LABELS:
+        score = score + logits[..., schema.NUM_GRADES].float()
+    elif logits.shape[-1] != schema.NUM_GRADES:
+        raise ValueError(
+            f"cross-encoder head has {logits.shape[-1]} logits; expected "
+            f"{CROSS_ENCODER_LABELS} (grades + score) or {schema.NUM_GRADES} (grades)"
+        )
+    return score, grade_logits
+
+
 class RationaleHeads(nn.Module):
     """Chain-of-thought auxiliary heads: one Match classifier per rationale field.
 

@@ -1,9 +1,11 @@
 """Interaction-based student: a BERT-like cross-encoder over "query [SEP] product text".
 
-One classification head with a logit per grade serves every loss: its softmax is the
-grade distribution (KL), its expectation is the score (Margin-MSE, MSE). That is also
+One classification head serves every loss: a logit per grade, whose softmax is the
+grade distribution (KL), and a free score logit; the score (Margin-MSE, MSE) is the
+expected grade plus that logit (``base.cross_encoder_head`` says why). That is also
 the serving contract: ``model/`` is a plain ``AutoModelForSequenceClassification``
-with ``num_labels=4`` that the exporter can trace as is.
+with ``num_labels=5`` that the exporter traces as is (``num_labels=4`` checkpoints
+from before the free logit still load and score by the expected grade).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
@@ -22,11 +25,12 @@ from transformers import (
 from contracts import schema
 from contracts.artifacts import CROSS_ENCODER_DIR, CrossEncoderSpec
 from training.student.models.base import (
+    CROSS_ENCODER_LABELS,
     RationaleHeads,
     StudentModel,
     StudentOutput,
+    cross_encoder_head,
     default_base_model,
-    expected_grade,
     keep_layers,
 )
 
@@ -45,9 +49,10 @@ class CrossEncoderStudent(StudentModel):
         text_fields: list[str],
     ) -> None:
         super().__init__()
-        if model.config.num_labels != schema.NUM_GRADES:
+        if model.config.num_labels not in (CROSS_ENCODER_LABELS, schema.NUM_GRADES):
             raise ValueError(
-                f"cross-encoder needs num_labels={schema.NUM_GRADES}, got {model.config.num_labels}"
+                f"cross-encoder needs num_labels={CROSS_ENCODER_LABELS} (grades + score), "
+                f"got {model.config.num_labels}"
             )
         self.model = model
         self.tokenizer = tokenizer
@@ -67,8 +72,12 @@ class CrossEncoderStudent(StudentModel):
         """Start from a pretrained encoder, keeping only its first ``num_layers`` layers."""
         path = base_model or default_base_model()
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=schema.NUM_GRADES
+            path, num_labels=CROSS_ENCODER_LABELS
         )
+        with torch.no_grad():
+            # The free score logit starts at zero: the score starts as the expected grade.
+            model.classifier.weight[schema.NUM_GRADES].zero_()
+            model.classifier.bias[schema.NUM_GRADES].zero_()
         model = keep_layers(model, num_layers)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, max_length=max_length, text_fields=text_fields)
@@ -99,9 +108,10 @@ class CrossEncoderStudent(StudentModel):
     def forward(self, inputs: dict[str, Any]) -> StudentOutput:
         out = self.model(**inputs, output_hidden_states=True)
         cls_state = out.hidden_states[-1][:, 0]
+        scores, grade_logits = cross_encoder_head(out.logits)
         return StudentOutput(
-            scores=expected_grade(out.logits),
-            grade_logits=out.logits,
+            scores=scores,
+            grade_logits=grade_logits,
             rationale_logits=self.rationale(cls_state),
         )
 
