@@ -2,11 +2,14 @@
 Runtime, sentence-transformers' ``CrossEncoder.predict``, and the two-tower path.
 
     python bench/bench_inference.py [--checkpoint DIR] [--products 100] [--scale 1.0]
-                                    [--out bench/results/inference.json]
+                                    [--repeats 3] [--out bench/results/inference.json]
 
 Every request is one query with ``--products`` candidates. Each path runs closed-loop
 clients at concurrency 1, 8 and 32 (each client sends its next request when the last
-one returns), in one run on the same model:
+one returns), in one run on the same model. On a shared machine the paths are
+interleaved: all of them are up at once and each of ``--repeats`` rounds runs every
+path once, in a rotated order; each figure is the median of the rounds with their
+min/max, and the load average is recorded before and after. Paths:
 
 * ``grpc_triton`` - a frontend-style grpc.aio client -> the student-inference service
   (its own process, TritonBackend) -> tritonserver (CPU, Python backend running the
@@ -20,7 +23,10 @@ one returns), in one run on the same model:
 Without ``--checkpoint`` the cross-encoder is all-MiniLM-L6-v2 cut to the trainer's
 default layer count with a fresh 4-grade head (speed does not depend on training).
 Also measured: this machine's float32 matmul FLOP/s and the cross-encoder's FLOPs per
-request, giving how close each path comes to the compute limit.
+request, giving how close each path comes to the compute limit; and the Score
+tokenization share: the query tokenized and the pair rows assembled from cached product
+ids (``training/export/triton_models/pair_tokens.py``), against the full pair
+tokenization it replaced, as a share of the Score call's c=1 p50.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from services.student_inference.backends import triton_env, two_tower_env
 from services.student_inference.triton_runtime import TritonServer, setup_venv
 from training.data.simulator import make_catalog, render_products
 from training.export.exporter import export_student
+from training.export.triton_models.pair_tokens import PairAssembler, ProductTokenCache
 from training.export.triton_repo import write_cpu_repository
 from training.student.config import StudentTrainConfig
 from training.student.models.cross_encoder import CrossEncoderStudent
@@ -129,7 +136,7 @@ class Stats(dict[str, float]):
 
 
 async def closed_loop(
-    call: Callable[[int], Awaitable[Any]], concurrency: int, per_client: int
+    call: Callable[[int], Awaitable[Any]], concurrency: int, per_client: int, warmup: int
 ) -> Stats:
     latencies: list[float] = []
 
@@ -139,7 +146,7 @@ async def closed_loop(
             await call(worker * per_client + i)
             latencies.append(time.perf_counter() - start)
 
-    for i in range(WARMUP):
+    for i in range(warmup):
         await call(i)
     start = time.perf_counter()
     await asyncio.gather(*(client(w) for w in range(concurrency)))
@@ -147,14 +154,62 @@ async def closed_loop(
 
 
 async def sweep(
-    name: str, make_call: Callable[[int], Callable[[int], Awaitable[Any]]], scale: float
+    name: str,
+    make_call: Callable[[int], Callable[[int], Awaitable[Any]]],
+    scale: float,
+    levels: tuple[int, ...],
 ) -> dict[str, Stats]:
     results = {}
-    for c in CONCURRENCY:
-        stats = await closed_loop(make_call(c), c, max(2, int(REQUESTS[c] * scale)))
+    for c in levels:
+        per_client = max(2, int(REQUESTS[c] * scale))
+        warmup = max(2, int(WARMUP * min(scale, 1.0)))
+        stats = await closed_loop(make_call(c), c, per_client, warmup)
         console.log(f"{name} c={c}: {stats}")
         results[f"c{c}"] = stats
     return results
+
+
+def summarise(rounds: list[dict[str, Stats]]) -> dict[str, dict[str, Any]]:
+    """Per concurrency: the median of the rounds for each figure, with min/max."""
+    summary: dict[str, dict[str, Any]] = {}
+    for level in rounds[0]:
+        figures = {k: [r[level][k] for r in rounds] for k in ("p50_ms", "p99_ms", "rps")}
+        summary[level] = {
+            **{k: round(float(np.median(v)), 2) for k, v in figures.items()},
+            "requests": sum(r[level]["requests"] for r in rounds),
+            "min_max": {k: [min(v), max(v)] for k, v in figures.items()},
+        }
+    return summary
+
+
+def tokenization_ms(
+    export_dir: Path, max_length: int, texts: list[tuple[str, list[str]]], repeats: int = 30
+) -> dict[str, float]:
+    """Median ms per request: full pair tokenization vs query + rows from cached ids."""
+    tokenizer_json = str(export_dir / "tokenizer" / "tokenizer.json")
+    full = Tokenizer.from_file(tokenizer_json)
+    full.enable_truncation(max_length, strategy="longest_first")
+    full.enable_padding()
+    assembler = PairAssembler(tokenizer_json, max_length, pad_id=0)
+    cache = ProductTokenCache(assembler)
+    ids = [[f"{q}/{i}" for i in range(len(batch))] for q, batch in texts]
+    for (_, batch), keys in zip(texts, ids, strict=True):
+        cache.put(keys, batch)
+
+    def cached(query: str, keys: list[str], batch: list[str]) -> None:
+        (encoding,) = assembler.encode([query])
+        assembler.assemble(encoding.ids, cache.get(keys, batch))
+
+    timings: dict[str, list[float]] = {"full_pairs_ms": [], "cached_products_ms": []}
+    for i in range(repeats):
+        query, batch = texts[i % len(texts)]
+        start = time.perf_counter()
+        full.encode_batch([(query, t) for t in batch])
+        timings["full_pairs_ms"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        cached(query, ids[i % len(texts)], batch)
+        timings["cached_products_ms"].append(time.perf_counter() - start)
+    return {k: round(float(np.median(v)) * 1000, 3) for k, v in timings.items()}
 
 
 def grpc_call(
@@ -320,15 +375,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for q, pick in zip(QUERIES, picks, strict=True)
     ]
     texts = [(q, [rows[i]["title"] for i in pick]) for q, pick in zip(QUERIES, picks, strict=True)]
-    results: dict[str, Any] = {}
 
     in_process = InProcess(ce_export, max_length)
-    results["in_process"] = await sweep("in_process", threaded_call(in_process, texts), args.scale)
     st_predict = sentence_transformers_scorer(ce_checkpoint / "model", max_length)
-    st_scale = args.scale / 4  # ~10x slower per request; fewer keep the run short.
-    results["sentence_transformers"] = await sweep(
-        "sentence_transformers", threaded_call(st_predict, texts), st_scale
-    )
     setup_venv(quiet=True)
     repository = work / "triton-repo"
     name = write_cpu_repository(ce_export, repository, cpu_threads=THREADS)
@@ -344,17 +393,45 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     )
     served = {"grpc_triton": name, "grpc_triton_int8": int8_name}
     served_scores: dict[str, list[np.ndarray]] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    load_before = os.getloadavg()
     with TritonServer(
         repository, model_control="explicit", load_models=(name, int8_name)
     ) as server:
-        for path, model in served.items():
-            log_path = work / f"service-{model}.log"
-            process, address = start_service(triton_env(server, model), log_path)
-            try:
-                results[path] = await sweep(path, grpc_call(address, requests), args.scale)
+        try:
+            paths: dict[str, Callable[[int], Callable[[int], Awaitable[Any]]]] = {
+                "in_process": threaded_call(in_process, texts),
+                "sentence_transformers": threaded_call(st_predict, texts),
+            }
+            addresses = {}
+            for path, model in served.items():
+                process, addresses[path] = start_service(
+                    triton_env(server, model), work / f"service-{model}.log"
+                )
+                processes.append(process)
+                paths[path] = grpc_call(addresses[path], requests)
+            process, address = start_service(two_tower_env(tt_export), work / "service-tt.log")
+            processes.append(process)
+            paths["two_tower_grpc"] = grpc_call(address, requests)
+            # sentence-transformers is ~10x slower per request; fewer keep the run short.
+            scales = {"sentence_transformers": args.scale / 4}
+            rounds: dict[str, list[dict[str, Stats]]] = {p: [] for p in paths}
+            order = list(paths)
+            for repeat in range(args.repeats):
+                rotated = order[repeat % len(order) :] + order[: repeat % len(order)]
+                for path in rotated:
+                    rounds[path].append(
+                        await sweep(
+                            path, paths[path], scales.get(path, args.scale), args.concurrency
+                        )
+                    )
+            for path, address in addresses.items():
                 served_scores[path] = await score_all(address, requests)
-            finally:
+        finally:
+            for process in processes:
                 stop(process)
+    load_after = os.getloadavg()
+    results: dict[str, Any] = {path: summarise(r) for path, r in rounds.items()}
 
     reference = [in_process(q, t) for q, t in texts]
     quality = {
@@ -364,14 +441,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "sentence_transformers": agreement(reference, [st_predict(q, t) for q, t in texts]),
         **{path: agreement(reference, scores) for path, scores in served_scores.items()},
     }
-
-    process, address = start_service(two_tower_env(tt_export), work / "service-tt.log")
-    try:
-        results["two_tower_grpc"] = await sweep(
-            "two_tower_grpc", grpc_call(address, requests), args.scale
-        )
-    finally:
-        stop(process)
+    tokenization = tokenization_ms(ce_export, max_length, texts)
+    score_p50 = results["grpc_triton"]["c1"]["p50_ms"]
+    tokenization["share_of_score_c1_p50_pct"] = round(
+        100 * tokenization["cached_products_ms"] / score_p50, 2
+    )
+    tokenization["full_pairs_share_pct"] = round(100 * tokenization["full_pairs_ms"] / score_p50, 2)
 
     seq = int(in_process.encode(*texts[0])["input_ids"].shape[1])
     config = AutoConfig.from_pretrained(ce_checkpoint / "model")
@@ -395,6 +470,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     p50 = {p: results[p]["c1"]["p50_ms"] for p in results}
     targets = {
         "service_p50_overhead_c1_pct": round(100 * (p50["grpc_triton"] / p50["in_process"] - 1), 1),
+        "service_p99_vs_in_process_c1": round(
+            results["grpc_triton"]["c1"]["p99_ms"] / results["in_process"]["c1"]["p99_ms"], 2
+        ),
         "service_throughput_vs_in_process_pct": round(
             100 * best["grpc_triton"] / best["in_process"], 1
         ),
@@ -413,6 +491,11 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "threads_per_path": THREADS,
             "shared": "2 cores shared with other engineers' work; numbers are noisy",
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after],
+            "repeats": args.repeats,
+            "concurrency": list(args.concurrency),
+            "scale": args.scale,
             "gpu": None,
         },
         "model": {
@@ -425,6 +508,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "results": results,
         "quality": quality,
         "compute": compute,
+        "tokenization": tokenization,
         "targets": targets,
     }
 
@@ -432,17 +516,19 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def print_table(report: dict[str, Any]) -> None:
     table = Table(title="Score, 100 products per request")
     table.add_column("path")
-    for c in CONCURRENCY:
+    levels = report["machine"]["concurrency"]
+    for c in levels:
         table.add_column(f"c={c} p50/p99 ms")
         table.add_column(f"c={c} req/s")
     for path, stats in report["results"].items():
         cells = []
-        for c in CONCURRENCY:
+        for c in levels:
             s = stats[f"c{c}"]
             cells += [f"{s['p50_ms']}/{s['p99_ms']}", str(s["rps"])]
         table.add_row(path, *cells)
     console.print(table)
-    console.print(report["targets"], report["compute"], report["quality"])
+    console.print(report["machine"], report["targets"], report["compute"], report["quality"])
+    console.print(report["tokenization"])
 
 
 def main() -> None:
@@ -450,8 +536,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="Trained cross-encoder checkpoint.")
     parser.add_argument("--products", type=int, default=100, help="Products per request.")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiplies request counts.")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=list(CONCURRENCY),
+        choices=CONCURRENCY,
+        help="Client concurrency levels to run (a subset keeps a loaded run short).",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="Interleaved rounds (>= 3).")
     parser.add_argument("--out", type=Path, default=Path("bench/results/inference.json"))
     args = parser.parse_args()
+    args.concurrency = tuple(args.concurrency)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as work:
         report = asyncio.run(run(args, Path(work)))
