@@ -168,7 +168,6 @@ class TeacherSpec(BaseModel):
     backbone: str = Field(min_length=1, description="Checkpoint the teacher was fine-tuned from.")
     template: str = Field(min_length=1, description="The resolved product text template.")
     max_length: int = Field(gt=0)
-    max_new_tokens: int = Field(48, gt=0)
     temperature: float = Field(gt=0, description="Calibration temperature of the grade logits.")
     num_grades: Literal[4] = schema.NUM_GRADES
 

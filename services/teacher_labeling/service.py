@@ -51,6 +51,13 @@ BATCH_PAIRS = Histogram(
     "Pairs per consumed batch handed to the teacher (how full the micro-batches can be).",
     buckets=(1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096),
 )
+EXPLAINED_PAIRS = Counter(
+    "relkd_teacher_explained_pairs_total",
+    "Pairs labeled with a rationale by a generative teacher, by outcome: `malformed` where "
+    "its free decoding would have left the judgment's schema (the closed-set decoder still "
+    "labels them); malformed / all is the malformed share.",
+    ["outcome"],
+)
 TEACHER_RELOADS = Counter(
     "relkd_teacher_reloads_total", "New teachers loaded in place from the checkpoint directory."
 )
@@ -80,6 +87,12 @@ class TeacherLabelingSettings(BaseSettings):
         gt=0,
         description="How often the service checks the teacher checkpoint's teacher.json for "
         "a new teacher (written in place by a rollout), which it then loads without a restart.",
+    )
+    teacher_max_tokens: int = Field(
+        0,
+        ge=0,
+        description="Token budget of one teacher forward pass (rows x padded length); 0 sizes "
+        "it from the device's free memory when the teacher loads (a CPU gets 16384).",
     )
     teacher_poll_batches: int = Field(
         16,
@@ -122,12 +135,13 @@ class ReloadingLabeler:
     written, say) leaves the current one in place until the next check.
     """
 
-    def __init__(self, path: Path, check_s: float) -> None:
+    def __init__(self, path: Path, check_s: float, max_tokens: int = 0) -> None:
         self.path = Path(path)
         self.check_s = check_s
+        self.max_tokens = max_tokens
         self._spec = self.path / TEACHER_JSON
         self._stamp = self._spec.stat().st_mtime_ns
-        self._labeler = load_labeler(self.path)
+        self._labeler = load_labeler(self.path, max_tokens)
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
@@ -147,7 +161,7 @@ class ReloadingLabeler:
         if stamp == self._stamp:
             return
         try:
-            labeler = load_labeler(self.path)
+            labeler = load_labeler(self.path, self.max_tokens)
         except Exception:
             log.exception("new teacher failed to load; keeping the current one")
             return
@@ -157,6 +171,20 @@ class ReloadingLabeler:
         )
         self._labeler, self._stamp = labeler, stamp
         TEACHER_RELOADS.inc()
+
+
+def label_pairs(
+    labeler: Labeler, pairs: Sequence[tuple[str, Mapping[str, Any]]], explain: bool = False
+) -> list[Any]:
+    """``labeler.label`` that exports the explained pairs' outcomes as metrics."""
+    stats = getattr(labeler, "stats", None)
+    before = (stats.explained, stats.malformed_generations) if stats else (0, 0)
+    labels = labeler.label(pairs, explain)
+    if stats is not None:
+        malformed = stats.malformed_generations - before[1]
+        EXPLAINED_PAIRS.labels("malformed").inc(malformed)
+        EXPLAINED_PAIRS.labels("well_formed").inc(stats.explained - before[0] - malformed)
+    return labels
 
 
 def current_labeler(labeler: Labeler | ReloadingLabeler) -> Labeler:
@@ -209,7 +237,7 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
         )
         labeler = current_labeler(self._require_model())
         inputs = [(p.query, product_row(p.product)) for p in request.pairs]
-        labels = await asyncio.to_thread(labeler.label, inputs, request.explain)
+        labels = await asyncio.to_thread(label_pairs, labeler, inputs, request.explain)
         PAIRS_LABELED.labels("rpc").inc(len(inputs))
         return teacher_labeling_pb2.LabelResponse(
             labels=[
@@ -311,19 +339,20 @@ def labeling_loop(
     )
 
 
-def load_labeler(path: Path | None) -> Labeler | None:
+def load_labeler(path: Path | None, max_tokens: int = 0) -> Labeler | None:
+    """The teacher at ``path``; ``max_tokens`` 0 sizes its batches from free device memory."""
     if path is None:
         return None
     from training.teacher.labeler import TeacherLabeler
 
-    return TeacherLabeler.from_checkpoint(path)
+    return TeacherLabeler.from_checkpoint(path, max_tokens=max_tokens or None)
 
 
 async def serve(settings: Settings) -> None:
     """Runs the gRPC service and, when a teacher is loaded, the labeling workers."""
     own = TeacherLabelingSettings()
     labeler = (
-        ReloadingLabeler(own.teacher_checkpoint, own.teacher_reload_check_s)
+        ReloadingLabeler(own.teacher_checkpoint, own.teacher_reload_check_s, own.teacher_max_tokens)
         if own.teacher_checkpoint is not None
         else None
     )

@@ -54,9 +54,12 @@ class TeacherTrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(32, ge=1, description="Per-device micro-batch size.")
     grad_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    max_length: int = Field(128, ge=16, description="Token limit of one (query, product) input.")
-    max_new_tokens: int = Field(
-        48, ge=8, description="Generation budget of the rationale (generative kind only)."
+    max_length: int = Field(
+        128,
+        ge=16,
+        description="Token limit of one (query, product) text; the product text is cut "
+        "first. A generative teacher appends its instructions and answer whole, so its "
+        "sequences are longer by those (never truncated).",
     )
     template: str = Field(
         "rich",

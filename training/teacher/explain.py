@@ -8,15 +8,27 @@ attribute/model match of a pair, then gives its grade::
     Attributes: mismatch
     Grade: 2
 
-The grade distribution is read from the probabilities of the four grade tokens at the
-position after ``Grade:``, not from the sampled digit. The same model also learns a
-*direct* prompt that asks for the grade only; that single forward pass is the
-teacher's classifier path, used for plain labeling and as the fallback whenever a
-generation cannot be parsed.
+Labeling never decodes free text: the judgment's schema is closed (three values per
+field, four grades), so :class:`JudgmentSchema` lists, for every choice made so far, the
+token ids the answer has up to the next slot and the first token of each allowed value.
+The labeler scores each slot's options by log-probability in one batched forward pass
+(four passes in all: category, brand, attributes, grade), so each field comes with a
+distribution, not only a value. The grade distribution is read from the four grade tokens
+after ``Grade:``. The same model also learns a *direct* prompt that asks for the grade
+only; that single forward pass is the teacher's classifier path.
+
+Training supervises the grade slot twice: the hard majority-grade token in the LM loss
+(so free decoding writes a grade at all) and the soft cross-entropy against the raters'
+distribution over the four grade tokens (see ``train.py``).
+
+Lengths: the (query, product) text is cut to the teacher's ``max_length`` tokens first
+(the product text is at its end); instructions and the answer are appended whole, so a
+prompt + target is never truncated and its length is derived, not configured.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +44,8 @@ _GRADES = "3 = exact, 2 = substitute, 1 = complement, 0 = irrelevant"
 _STEP_BY_STEP = (
     "\nCheck step by step whether the product matches the query's category, brand and "
     f"attributes (match / mismatch / not stated), then give the grade ({_GRADES}).\n"
-    "Judgment:\n"
+    # A last line of its own: the answer's format must not hinge on words far back.
+    "Reasoning:\n"
 )
 _DIRECT = f"\nGive the grade only ({_GRADES}).\nJudgment:\n"
 GRADE_PREFIX = "Grade:"
@@ -66,6 +79,9 @@ class Rationale:
     brand_match: Match
     attribute_match: Match
     text: str
+    # p(value) of each field in FIELD_ORDER, values in MATCH_VALUES order; None when
+    # the rationale was parsed from free text rather than scored.
+    probs: tuple[tuple[float, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,12 +93,26 @@ class ParsedJudgment:
     error: str | None
 
 
-def step_by_step_prompt(template: str, query: str, product: Mapping[str, Any]) -> str:
-    return _INTRO + render(template, query, product) + _STEP_BY_STEP
-
-
-def direct_prompt(template: str, query: str, product: Mapping[str, Any]) -> str:
-    return _INTRO + render(template, query, product) + _DIRECT
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    query: str,
+    product: Mapping[str, Any],
+    step_by_step: bool,
+    max_length: int,
+) -> list[int]:
+    """Prompt token ids: intro, the pair text cut to ``max_length`` tokens, then the
+    instructions; only the pair text is ever cut, and the product text is at its end."""
+    intro = tokenizer(_INTRO)["input_ids"]
+    pair = tokenizer(
+        render(template, query, product),
+        add_special_tokens=False,
+        truncation=True,
+        max_length=max_length,
+    )["input_ids"]
+    head = [*intro, *pair]
+    suffix = _STEP_BY_STEP if step_by_step else _DIRECT
+    return [*head, *tokenizer(suffix, add_special_tokens=False)["input_ids"]]
 
 
 def rationale_text(category: Match, brand: Match, attribute: Match) -> str:
@@ -158,24 +188,15 @@ class GradeTokens:
             raise ValueError(f"tokenizer {tokenizer.name_or_path}: grade tokens collide: {grades}")
         return cls(prefix=tuple(prefix), grades=grades)
 
-    def find_grade_step(self, generated: Sequence[int]) -> int | None:
-        """Index in ``generated`` of the first grade token right after the prefix."""
-        width = len(self.prefix)
-        for start in range(len(generated) - width):
-            if tuple(generated[start : start + width]) == self.prefix:
-                step = start + width
-                return step if generated[step] in self.grades else None
-        return None
-
 
 @dataclass(frozen=True)
 class SftSequence:
     """One supervised sequence: token ids, which of them are LM targets, and the grade slot.
 
     ``lm_labels[i]`` is the token expected *at* position i (-100: not a target), so the
-    logits at i-1 are trained to predict it.
-    ``grade_position`` is the index whose *next-token* logits must spell the grade; its
-    loss is the soft cross-entropy against the raters' distribution, not a hard token.
+    logits at i-1 are trained to predict it. The grade slot's label is the majority
+    grade's token; ``grade_position`` is the index whose *next-token* logits spell the
+    grade, where the soft loss against the raters' distribution applies as well.
     """
 
     input_ids: list[int]
@@ -186,22 +207,81 @@ class SftSequence:
 def sft_sequence(
     tokenizer: PreTrainedTokenizerBase,
     tokens: GradeTokens,
-    prompt: str,
+    prompt: Sequence[int],
     reasoning: str,
     grade: int,
-    max_length: int,
 ) -> SftSequence:
-    """prompt + reasoning + ``Grade:`` + <grade slot> + eos, truncating the prompt to fit."""
+    """prompt ids (:func:`prompt_ids`) + reasoning + ``Grade:`` + grade token + eos."""
     body = tokenizer(reasoning, add_special_tokens=False)["input_ids"] if reasoning else []
     answer = [*body, *tokens.prefix]
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    budget = max_length - len(answer) - 1 - len(eos)
-    if budget < 8:
-        raise ValueError(f"max_length: {max_length} leaves no room for the prompt")
-    prompt_ids = tokenizer(prompt, truncation=True, max_length=budget)["input_ids"]
-    # The grade slot's input is the majority grade; its LM label is ignored (-100)
-    # because the soft grade loss over all four grade tokens replaces it.
-    input_ids = [*prompt_ids, *answer, tokens.grades[grade], *eos]
-    ignore = [-100] * len(prompt_ids)
-    lm_labels = [*ignore, *answer, -100, *eos]
-    return SftSequence(input_ids, lm_labels, grade_position=len(prompt_ids) + len(answer) - 1)
+    input_ids = [*prompt, *answer, tokens.grades[grade], *eos]
+    lm_labels = [*([-100] * len(prompt)), *answer, tokens.grades[grade], *eos]
+    return SftSequence(input_ids, lm_labels, grade_position=len(prompt) + len(answer) - 1)
+
+
+FIELD_ORDER = ("category_match", "brand_match", "attribute_match")
+# Value order of every field's distribution: the Match enum's.
+MATCH_VALUES = tuple(Match)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One decision of the closed-set decoder: the answer's ids before it, and the token
+    that starts each allowed value (read at the last of ``prefix``)."""
+
+    prefix: tuple[int, ...]
+    options: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class JudgmentSchema:
+    """Every slot of the step-by-step answer, keyed by the field values chosen before it.
+
+    Built from the same text the teacher is trained on (:func:`rationale_text` then
+    ``Grade:``), so the prefixes are exactly the SFT answer's tokens; construction fails
+    with the tokenizer's name when two values of a field start with the same token (the
+    first token could not tell them apart).
+    """
+
+    fields: dict[tuple[Match, ...], Slot]
+    grade: dict[tuple[Match, ...], Slot]
+
+    @classmethod
+    def from_tokenizer(
+        cls, tokenizer: PreTrainedTokenizerBase, grade_tokens: GradeTokens
+    ) -> JudgmentSchema:
+        def ids(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+        fields: dict[tuple[Match, ...], Slot] = {}
+        for depth in range(len(FIELD_ORDER)):
+            for chosen in itertools.product(MATCH_VALUES, repeat=depth):
+                start = _value_start(tokenizer, chosen, depth)
+                filler = [Match.MATCH] * (len(FIELD_ORDER) - 1 - depth)
+                answers = [ids(rationale_text(*chosen, v, *filler)) for v in MATCH_VALUES]
+                prefix = answers[0][:start]
+                if any(answer[:start] != prefix for answer in answers):
+                    raise ValueError(
+                        f"tokenizer {tokenizer.name_or_path}: the answer's tokens before "
+                        f"{FIELD_ORDER[depth]} depend on its value"
+                    )
+                options = tuple(answer[start] for answer in answers)
+                if len(set(options)) != len(options):
+                    raise ValueError(
+                        f"tokenizer {tokenizer.name_or_path}: values of {FIELD_ORDER[depth]} "
+                        f"start with the same token: {options}"
+                    )
+                fields[chosen] = Slot(tuple(prefix), options)
+        grade = {
+            combo: Slot((*ids(rationale_text(*combo)), *grade_tokens.prefix), grade_tokens.grades)
+            for combo in itertools.product(MATCH_VALUES, repeat=len(FIELD_ORDER))
+        }
+        return cls(fields, grade)
+
+
+def _value_start(tokenizer: PreTrainedTokenizerBase, chosen: tuple[Match, ...], depth: int) -> int:
+    """Token index where field ``depth``'s value starts, given the values before it."""
+    labels = ("Category:", "Brand:", "Attributes:")
+    text = "".join(f"{labels[i]} {_VALUE_TEXT[v]}\n" for i, v in enumerate(chosen))
+    return len(tokenizer(text + labels[depth], add_special_tokens=False)["input_ids"])

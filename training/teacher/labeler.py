@@ -6,7 +6,17 @@ is a ``Scorer`` so ``relkd eval`` can rank with a teacher checkpoint directly.
 Batching packs pairs by a *token budget*: pairs are sorted by tokenised length and cut
 into batches whose padded size (rows x longest row) stays under ``max_tokens``, so short
 pairs travel in large batches and long ones in small ones; results come back in input
-order.
+order. The budget defaults to what the device's free memory holds
+(:func:`device_token_budget`, measured when the labeler is built); a CPU keeps
+:data:`CPU_TOKEN_BUDGET`. A decoder's forward pass computes vocabulary logits only at the
+position it reads (the grade slot), not at every token.
+
+The explainable path (``explain=True``, generative teachers) never decodes free text: it
+scores the closed set of values of each slot of the judgment (category, brand, attributes,
+grade) by log-probability, one batched forward pass per slot (see ``explain.py``), so every
+field comes with a distribution. A pair whose full-vocabulary argmax at some slot is not an
+allowed value is counted as *off-schema* (free decoding would have left the format there);
+its label is still the closed-set one.
 
 Determinism: a label must not depend on which other pairs shared its batch, yet padding
 changes the order of floating-point reductions (by ~1e-7). Probabilities are therefore
@@ -40,9 +50,21 @@ from training.teacher.modeling import (
 from training.teacher.templates import render
 
 PROB_DECIMALS = 4
+CPU_TOKEN_BUDGET = 16384
+# Share of the free device memory a batch's activations may take (the rest: the
+# allocator's fragmentation, other tenants, the CUDA context's growth).
+FREE_MEMORY_SHARE = 0.5
 GRADE_VALUES = np.arange(NUM_GRADES, dtype=np.float64)
 
-__all__ = ["PROB_DECIMALS", "LabelerStats", "Rationale", "TeacherLabel", "TeacherLabeler"]
+__all__ = [
+    "CPU_TOKEN_BUDGET",
+    "PROB_DECIMALS",
+    "LabelerStats",
+    "Rationale",
+    "TeacherLabel",
+    "TeacherLabeler",
+    "device_token_budget",
+]
 
 Pair = tuple[str, Mapping[str, Any]]
 
@@ -75,10 +97,30 @@ class LabelerStats:
     pairs: int = 0
     batches: int = 0
     explained: int = 0
-    # Generations that could not be parsed (or had no grade token) and were labeled by
-    # the classifier path instead.
+    # Explained pairs where free decoding would have left the judgment's schema (the
+    # full-vocabulary argmax at a slot is no allowed value): the malformed share.
     malformed_generations: int = 0
     last_malformed: list[str] = field(default_factory=list)
+
+
+def device_token_budget(model: PreTrainedModel, device: torch.device) -> int:
+    """Tokens per batch that fit in ``FREE_MEMORY_SHARE`` of the device's free memory.
+
+    Per token, a no-grad forward pass holds about one layer's activations at a time:
+    the hidden state a few times over (residual, normed input, attention output, q/k/v)
+    and the MLP's intermediate activations (gate, up, their product), in the model's
+    dtype. Classifier heads and the grade slot's vocabulary logits are per row, not per
+    token, and small. A CPU has no such limit worth sizing: it gets CPU_TOKEN_BUDGET.
+    """
+    if device.type != "cuda":
+        return CPU_TOKEN_BUDGET
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    config = model.config
+    hidden = int(config.hidden_size)
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    dtype_bytes = next(model.parameters()).element_size()
+    per_token = dtype_bytes * (8 * hidden + 3 * intermediate)
+    return max(CPU_TOKEN_BUDGET, int(free_bytes * FREE_MEMORY_SHARE) // per_token)
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> Iterator[list[int]]:
@@ -117,8 +159,10 @@ class TeacherLabeler:
         tokenizer: PreTrainedTokenizerBase,
         spec: TeacherSpec,
         device: torch.device,
-        max_tokens: int = 16384,
+        max_tokens: int | None = None,
     ) -> None:
+        if max_tokens is None:
+            max_tokens = device_token_budget(model, device)
         if max_tokens < 1:
             raise ValueError(f"max_tokens: must be positive, got {max_tokens}")
         self.model = model.eval()
@@ -131,17 +175,19 @@ class TeacherLabeler:
         self.kind = spec.kind
         self.template = spec.template
         self.max_length = spec.max_length
-        self.max_new_tokens = spec.max_new_tokens
         self.temperature = spec.temperature
         self.stats = LabelerStats()
-        self._grade_tokens = (
-            explain.GradeTokens.from_tokenizer(tokenizer) if self.kind == "generative" else None
-        )
+        self._grade_tokens: explain.GradeTokens | None = None
+        self._schema: explain.JudgmentSchema | None = None
+        if self.kind == "generative":
+            self._grade_tokens = explain.GradeTokens.from_tokenizer(tokenizer)
+            self._schema = explain.JudgmentSchema.from_tokenizer(tokenizer, self._grade_tokens)
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", max_tokens: int = 16384
+        cls, path: str | Path, device: str = "auto", max_tokens: int | None = None
     ) -> TeacherLabeler:
+        """``max_tokens`` None: sized from the device's free memory (device_token_budget)."""
         path = Path(path)
         spec = read_teacher_spec(path)
         torch_device = resolve_device(device)
@@ -193,15 +239,29 @@ class TeacherLabeler:
             texts = [render(self.template, query, product) for query, product in pairs]
             encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
             return list(encoded["input_ids"])
-        rows = []
-        for query, product in pairs:
-            prompt = explain.direct_prompt(self.template, query, product)
-            seq = explain.sft_sequence(
-                self.tokenizer, self._grade_tokens, prompt, "", 0, self.max_length
-            )
-            # Everything up to and including "Grade:"; the next token is the grade.
-            rows.append(seq.input_ids[: seq.grade_position + 1])
-        return rows
+        prefix = list(self._grade_tokens.prefix)
+        # Everything up to and including "Grade:"; the next token is the grade.
+        return [
+            [*self._prompt(query, product, step_by_step=False), *prefix] for query, product in pairs
+        ]
+
+    def _prompt(self, query: str, product: Mapping[str, Any], step_by_step: bool) -> list[int]:
+        return explain.prompt_ids(
+            self.tokenizer, self.template, query, product, step_by_step, self.max_length
+        )
+
+    def _last_logits(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """A decoder's next-token logits [rows, vocab] after each row's last token.
+
+        Right-padded, and the LM head applied only at those positions: the full
+        [rows, width, vocab] logits would be the largest tensor of the pass.
+        """
+        ids, mask = _pad(rows, self.tokenizer.pad_token_id, left=False)
+        hidden = self.model.base_model(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+        ).last_hidden_state
+        last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
+        return self.model.get_output_embeddings()(hidden[torch.arange(len(rows)), last])
 
     @torch.no_grad()
     def _classifier_logits(self, pairs: Sequence[Pair]) -> torch.Tensor:
@@ -210,68 +270,66 @@ class TeacherLabeler:
         logits = torch.empty((len(pairs), NUM_GRADES), dtype=torch.float64)
         for batch in token_budget_batches([len(r) for r in inputs], self.max_tokens):
             rows = [inputs[i] for i in batch]
-            ids, mask = _pad(rows, self.tokenizer.pad_token_id, left=False)
-            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
             if self._grade_tokens is None:
-                batch_logits = out.logits
+                ids, mask = _pad(rows, self.tokenizer.pad_token_id, left=False)
+                batch_logits = self.model(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+                ).logits
             else:
-                last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
                 grade_ids = torch.tensor(self._grade_tokens.grades, device=self.device)
-                batch_logits = out.logits[torch.arange(len(rows)), last][:, grade_ids]
+                batch_logits = self._last_logits(rows)[:, grade_ids]
             logits[batch] = batch_logits.double().cpu()
             self.stats.batches += 1
         return logits
 
     @torch.no_grad()
-    def _label_explained(self, pairs: Sequence[Pair]) -> list[TeacherLabel]:
-        assert self._grade_tokens is not None
-        tokens = self._grade_tokens
-        prompt_budget = max(8, self.max_length - self.max_new_tokens)
-        prompts = [
-            self.tokenizer(
-                explain.step_by_step_prompt(self.template, query, product),
-                truncation=True,
-                max_length=prompt_budget,
-            )["input_ids"]
-            for query, product in pairs
-        ]
-        labels: list[TeacherLabel | None] = [None] * len(pairs)
-        malformed: list[int] = []
-        lengths = [len(p) + self.max_new_tokens for p in prompts]
-        eos = self.tokenizer.eos_token_id
-        for batch in token_budget_batches(lengths, self.max_tokens):
-            # Generation pads on the left; generate() derives positions from the mask.
-            ids, mask = _pad([prompts[i] for i in batch], self.tokenizer.pad_token_id, left=True)
-            out = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                output_logits=True,
-                return_dict_in_generate=True,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=eos,
-            )
+    def _slot_logits(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Full-vocabulary next-token logits [n, vocab] of ``rows``, token-budget batched."""
+        out: torch.Tensor | None = None
+        for batch in token_budget_batches([len(r) for r in rows], self.max_tokens):
+            logits = self._last_logits([rows[i] for i in batch]).float().cpu()
+            if out is None:
+                out = torch.empty((len(rows), logits.shape[-1]))
+            out[batch] = logits
             self.stats.batches += 1
-            generated = out.sequences[:, ids.shape[1] :].cpu().tolist()
-            for row, index in enumerate(batch):
-                new = generated[row]
-                if eos is not None and eos in new:
-                    new = new[: new.index(eos)]
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
-                parsed = explain.parse_judgment(text)
-                step = tokens.find_grade_step(new)
-                if parsed.rationale is None or step is None:
-                    reason = parsed.error or "grade token not found after 'Grade:'"
-                    self.stats.last_malformed = [*self.stats.last_malformed[-9:], reason]
-                    malformed.append(index)
-                    continue
-                grade_logits = out.logits[step][row, list(tokens.grades)].cpu()
-                labels[index] = self._to_label(grade_logits, parsed.rationale)
-        self.stats.explained += len(pairs) - len(malformed)
-        self.stats.malformed_generations += len(malformed)
-        if malformed:
-            fallback = self._classifier_logits([pairs[i] for i in malformed])
-            for index, row in zip(malformed, fallback, strict=True):
-                labels[index] = self._to_label(row)
-        return [label for label in labels if label is not None]
+        assert out is not None
+        return out
+
+    def _label_explained(self, pairs: Sequence[Pair]) -> list[TeacherLabel]:
+        """Closed-set decoding: per slot, one batched pass scores every allowed value."""
+        assert self._schema is not None
+        prompts = [self._prompt(query, product, step_by_step=True) for query, product in pairs]
+        chosen: list[tuple[Match, ...]] = [()] * len(pairs)
+        field_probs: list[list[tuple[float, ...]]] = [[] for _ in pairs]
+        off_schema: list[str | None] = [None] * len(pairs)
+        for field_name in explain.FIELD_ORDER:
+            slots = [self._schema.fields[c] for c in chosen]
+            rows = [[*p, *s.prefix] for p, s in zip(prompts, slots, strict=True)]
+            logits = self._slot_logits(rows)
+            for i, slot in enumerate(slots):
+                option_logits = logits[i, list(slot.options)].double()
+                probs = np.round(torch.softmax(option_logits, -1).numpy(), PROB_DECIMALS)
+                field_probs[i].append(tuple(float(p) for p in probs))
+                chosen[i] = (*chosen[i], explain.MATCH_VALUES[int(option_logits.argmax())])
+                if off_schema[i] is None and int(logits[i].argmax()) not in slot.options:
+                    off_schema[i] = f"{field_name}: the most likely token is no allowed value"
+        slots = [self._schema.grade[c] for c in chosen]
+        logits = self._slot_logits([[*p, *s.prefix] for p, s in zip(prompts, slots, strict=True)])
+        labels = []
+        for i, slot in enumerate(slots):
+            if off_schema[i] is None and int(logits[i].argmax()) not in slot.options:
+                off_schema[i] = "grade: the most likely token is no grade"
+            category, brand, attribute = chosen[i]
+            rationale = Rationale(
+                category_match=category,
+                brand_match=brand,
+                attribute_match=attribute,
+                text=explain.rationale_text(category, brand, attribute).strip(),
+                probs=tuple(field_probs[i]),
+            )
+            labels.append(self._to_label(logits[i, list(slot.options)], rationale))
+        reasons = [reason for reason in off_schema if reason is not None]
+        self.stats.explained += len(pairs)
+        self.stats.malformed_generations += len(reasons)
+        self.stats.last_malformed = [*self.stats.last_malformed, *reasons][-10:]
+        return labels

@@ -9,7 +9,8 @@ and rank 0 alone writes checkpoints.
 The loss is the cross-entropy against the raters' grade distribution (Walmart's
 "classification with soft targets"); a one-hot distribution makes it ordinary hard-label
 training. A generative teacher is trained on prompt -> rationale -> ``Grade: g`` with the
-same soft loss on the grade token, plus the LM loss on the rationale (see ``explain.py``).
+same soft loss on the grade token, plus the LM loss on the rationale and on the majority
+grade's token, so free decoding writes a grade (see ``explain.py``).
 
 The loop itself (precision, accumulation, resume state, early stopping, progress,
 prefetching) is ``training/loop.py``; this module supplies the batches, the loss and
@@ -104,18 +105,17 @@ def encode(
             ids = tokenizer(text, truncation=True, max_length=config.max_length)["input_ids"]
             encoded.append(Encoded(ids, target))
             continue
-        prompts = [(explain.direct_prompt(template, pair.query, pair.product), "")]
+        variants = [(False, "")]
         if with_rationale:
             reasoning = explain.rationale_text(
                 pair.category_match, pair.brand_match, pair.attribute_match
             )
-            prompts.append(
-                (explain.step_by_step_prompt(template, pair.query, pair.product), reasoning)
+            variants.append((True, reasoning))
+        for step_by_step, reasoning in variants:
+            prompt = explain.prompt_ids(
+                tokenizer, template, pair.query, pair.product, step_by_step, config.max_length
             )
-        for prompt, reasoning in prompts:
-            seq = explain.sft_sequence(
-                tokenizer, tokens, prompt, reasoning, pair.grade, config.max_length
-            )
+            seq = explain.sft_sequence(tokenizer, tokens, prompt, reasoning, pair.grade)
             encoded.append(Encoded(seq.input_ids, target, seq.lm_labels, seq.grade_position))
     return encoded
 
@@ -469,7 +469,6 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
         "backbone": str(config.backbone),
         "template": template,
         "max_length": config.max_length,
-        "max_new_tokens": config.max_new_tokens,
         "temperature": temperature,
         "calibration": {
             "method": "temperature scaling on dev (soft cross-entropy)",

@@ -29,7 +29,6 @@ TEACHER_FIELDS = {
     "backbone": "/models/minilm",
     "template": "{query} [SEP] {title}",
     "max_length": 128,
-    "max_new_tokens": 48,
     "temperature": 1.3,
     # Training metadata is kept, not validated.
     "dev": {"ndcg@10": 0.71},

@@ -6,14 +6,19 @@ import pytest
 from transformers import AutoTokenizer
 
 from contracts.schema import Match
+from training.teacher import explain
 from training.teacher.explain import (
+    MATCH_VALUES,
     GradeTokens,
+    JudgmentSchema,
     parse_judgment,
+    prompt_ids,
     rationale_text,
     sft_sequence,
-    step_by_step_prompt,
 )
+from training.teacher.templates import TEMPLATES
 
+TITLE = TEMPLATES["title"]
 WELL_FORMED = "Category: match\nBrand: not stated\nAttributes: mismatch\nGrade: 2"
 
 
@@ -99,14 +104,52 @@ def test_grade_tokens_and_sft_sequence_line_up(llama_backbone) -> None:
     tokens = GradeTokens.from_tokenizer(tokenizer)
     assert len(set(tokens.grades)) == 4
     product = {"title": "acme red sofa", "product_type": "sofa", "brand": "acme"}
-    prompt = step_by_step_prompt("Query: {query}\nProduct: {title}", "red sofa", product)
-    seq = sft_sequence(tokenizer, tokens, prompt, WELL_FORMED[:-8] + "\n", 2, 256)
-    # The grade slot follows "Grade:" and holds the given grade's token.
+    prompt = prompt_ids(tokenizer, TITLE, "red sofa", product, True, 256)
+    seq = sft_sequence(tokenizer, tokens, prompt, WELL_FORMED[:-8] + "\n", 2)
+    # The grade slot follows "Grade:", holds the given grade's token and is an LM target
+    # (free decoding must learn to write a grade, not only to rank grade tokens).
     slot = seq.grade_position + 1
+    assert seq.input_ids[slot - len(tokens.prefix) : slot] == list(tokens.prefix)
     assert seq.input_ids[slot] == tokens.grades[2]
-    assert seq.lm_labels[slot] == -100
-    assert tokens.find_grade_step(seq.input_ids) == slot
+    assert seq.lm_labels[slot] == tokens.grades[2]
     # Only the answer (and eos) are LM targets, never the prompt.
     first_target = next(i for i, label in enumerate(seq.lm_labels) if label != -100)
+    assert first_target == len(prompt)
     assert tokenizer.decode(seq.input_ids[first_target:slot]).strip().startswith("Category")
-    assert tokens.find_grade_step(seq.input_ids[:slot]) is None
+
+
+def test_a_long_product_text_is_cut_never_the_instructions_or_the_answer(llama_backbone) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(llama_backbone)
+    tokens = GradeTokens.from_tokenizer(tokenizer)
+    product = {"title": "acme red sofa " * 200, "product_type": "sofa"}
+    short = {"title": "acme red sofa", "product_type": "sofa"}
+    for step_by_step in (True, False):
+        cut = prompt_ids(tokenizer, TITLE, "red sofa", product, step_by_step, 40)
+        whole = prompt_ids(tokenizer, TITLE, "red sofa", short, step_by_step, 40)
+        suffix = tokenizer.decode(whole[-12:])
+        assert tokenizer.decode(cut[-12:]) == suffix and suffix.endswith(":\n")
+        # The pair text took exactly its 40 tokens (the query at its start is kept),
+        # the instructions came whole after it.
+        instructions = explain._STEP_BY_STEP if step_by_step else explain._DIRECT
+        n_instructions = len(tokenizer(instructions, add_special_tokens=False)["input_ids"])
+        n_intro = len(tokenizer(explain._INTRO)["input_ids"])
+        assert len(cut) == n_intro + 40 + n_instructions
+        assert "Query: red sofa" in tokenizer.decode(cut[n_intro : n_intro + 20])
+        seq = sft_sequence(tokenizer, tokens, cut, WELL_FORMED[:-8] + "\n", 1)
+        assert seq.input_ids[seq.grade_position + 1] == tokens.grades[1]
+
+
+def test_judgment_schema_prefixes_are_the_trained_answers_tokens(llama_backbone) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(llama_backbone)
+    tokens = GradeTokens.from_tokenizer(tokenizer)
+    schema = JudgmentSchema.from_tokenizer(tokenizer, tokens)
+    assert len(schema.fields) == 1 + 3 + 9 and len(schema.grade) == 27
+    for combo, grade_slot in schema.grade.items():
+        answer = tokenizer(rationale_text(*combo), add_special_tokens=False)["input_ids"]
+        assert list(grade_slot.prefix) == [*answer, *tokens.prefix]
+        for depth, value in enumerate(combo):
+            slot = schema.fields[combo[:depth]]
+            # The slot's prefix then the chosen value's first token start the answer.
+            start = len(slot.prefix)
+            assert answer[:start] == list(slot.prefix)
+            assert answer[start] == slot.options[MATCH_VALUES.index(value)]

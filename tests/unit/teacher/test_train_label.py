@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,12 +12,17 @@ import torch
 from typer.testing import CliRunner
 
 from contracts.artifacts import TEACHER_JSON, read_teacher_spec
-from contracts.schema import Match
 from training.eval.scorer import GradeScorer
 from training.teacher.cli import app
 from training.teacher.config import TeacherTrainConfig
 from training.teacher.data import load_split
-from training.teacher.explain import GradeTokens, rationale_text
+from training.teacher.explain import (
+    MATCH_VALUES,
+    GradeTokens,
+    parse_judgment,
+    prompt_ids,
+    sft_sequence,
+)
 from training.teacher.labeler import PROB_DECIMALS, TeacherLabeler
 from training.teacher.modeling import load_causal_lm, load_classifier, load_tokenizer
 from training.teacher.train import GradeHead, collate, encode, train, weights_digest
@@ -103,17 +107,19 @@ PINNED: dict[str, dict[str, float]] = {
         "temperature": 0.29904149207527336,
         "steps": 4,
     },
+    # Re-recorded when the grade slot became an LM target and the prompt's pair text,
+    # not its instructions, became what is cut (issue 18).
     "llama-generative": {
         "8.accuracy": 0.6111111111111112,
-        "8.ece": 0.24343526498349943,
-        "8.ndcg@10": 0.6189099645728665,
-        "8.nll": 1.2496333486207565,
+        "8.ece": 0.24047407558666833,
+        "8.ndcg@10": 0.611184384196383,
+        "8.nll": 1.2479237695836038,
         "8.step": 8.0,
         "dev.accuracy": 0.6111111111111112,
-        "dev.ece": 0.06618525678109943,
-        "dev.ndcg@10": 0.6304667275326409,
-        "dev.nll": 1.1830162628349699,
-        "temperature": 0.4324972452464916,
+        "dev.ece": 0.0667933726395924,
+        "dev.ndcg@10": 0.6086895581591125,
+        "dev.nll": 1.1841485721857907,
+        "temperature": 0.44344503330644625,
         "steps": 8,
     },
 }
@@ -174,7 +180,13 @@ def test_labels_are_valid_ordered_and_independent_of_batching(
         assert label.rationale is None
     # A budget of one row per batch changes every batch's composition and padding.
     single = TeacherLabeler.from_checkpoint(checkpoints[name], device="cpu", max_tokens=1)
-    assert single.label(test_pairs) == labels
+    # Equal up to a rounding boundary: padding moves logits by ~1e-7, which can flip the
+    # 4th decimal of a probability that sits on a rounding edge.
+    np.testing.assert_allclose(
+        [label.grade_probs for label in single.label(test_pairs)],
+        [label.grade_probs for label in labels],
+        atol=10**-PROB_DECIMALS,
+    )
     assert single.stats.batches == len(test_pairs)
     assert batched.stats.batches < len(test_pairs)
     assert batched.label(test_pairs[::-1]) == labels[::-1]
@@ -202,52 +214,44 @@ def test_labeler_is_a_scorer(checkpoints, test_pairs) -> None:
     assert labeler.grade_probs(queries, products).shape == (len(test_pairs), 4)
 
 
-def test_malformed_generations_fall_back_to_the_classifier_path(checkpoints, test_pairs) -> None:
-    labeler = TeacherLabeler.from_checkpoint(checkpoints["llama-generative"], device="cpu")
-    # Cap generation at two tokens: no generation can reach "Grade:".
-    labeler.max_new_tokens = 2
-    explained = labeler.label(test_pairs, explain=True)
-    assert labeler.stats.malformed_generations == len(test_pairs)
-    assert labeler.stats.explained == 0
-    assert explained == labeler.label(test_pairs)
-
-
-def test_well_formed_generation_yields_rationale_and_grade_token_probs(
+def test_explained_labels_score_every_field_and_do_not_depend_on_batching(
     checkpoints, test_pairs
 ) -> None:
     labeler = TeacherLabeler.from_checkpoint(checkpoints["llama-generative"], device="cpu")
-    tokenizer = labeler.tokenizer
-    tokens = GradeTokens.from_tokenizer(tokenizer)
-    body = tokenizer(
-        rationale_text(Match.MATCH, Match.NOT_STATED, Match.MISMATCH), add_special_tokens=False
-    )["input_ids"]
-    answer = [*body, *tokens.prefix, tokens.grades[2], tokenizer.eos_token_id]
-    grade_step = len(body) + len(tokens.prefix)
-    grade_logits = torch.tensor([0.0, 1.0, 3.0, -1.0])
-
-    def scripted_generate(input_ids, **kwargs):
-        # Stands in for a teacher fine-tuned to convergence: a fixed well-formed answer
-        # whose grade-step logits favour grade 2.
-        batch, vocab = input_ids.shape[0], labeler.model.config.vocab_size
-        steps = []
-        for _ in answer:
-            steps.append(torch.zeros((batch, vocab)))
-        steps[grade_step][:, list(tokens.grades)] = grade_logits
-        sequences = torch.cat([input_ids, torch.tensor([answer] * batch)], dim=1)
-        return SimpleNamespace(sequences=sequences, logits=tuple(steps))
-
-    labeler.model.generate = scripted_generate
-    labels = labeler.label(test_pairs[:3], explain=True)
-    assert labeler.stats.malformed_generations == 0
-    assert labeler.stats.explained == 3
-    expected = torch.softmax(grade_logits.double() / labeler.temperature, -1).numpy()
+    labels = labeler.label(test_pairs, explain=True)
+    assert labeler.stats.explained == len(test_pairs)
+    # One batched pass per slot: category, brand, attributes, grade.
+    assert labeler.stats.batches == 4
     for label in labels:
-        assert label.rationale is not None
-        assert label.category_match is Match.MATCH
-        assert label.brand_match is Match.NOT_STATED
-        assert label.attribute_match is Match.MISMATCH
-        assert "Attributes: mismatch" in label.rationale.text
-        np.testing.assert_allclose(label.grade_probs, expected, atol=10**-PROB_DECIMALS)
+        assert label.rationale is not None and label.rationale.probs is not None
+        chosen = (label.category_match, label.brand_match, label.attribute_match)
+        for value, probs in zip(chosen, label.rationale.probs, strict=True):
+            assert abs(sum(probs) - 1) <= 3 * 10**-PROB_DECIMALS
+            assert MATCH_VALUES[int(np.argmax(probs))] is value
+        assert parse_judgment(f"{label.rationale.text}\nGrade: 1").rationale is not None
+    single = TeacherLabeler.from_checkpoint(
+        checkpoints["llama-generative"], device="cpu", max_tokens=1
+    )
+    assert single.label(test_pairs, explain=True) == labels
+
+
+def test_explained_grade_is_the_trained_sequences_grade_slot(checkpoints, test_pairs) -> None:
+    """The closed-set decoder reads the grade where training put it: a full forward pass
+    of the SFT sequence of the chosen judgment gives the same grade distribution."""
+    labeler = TeacherLabeler.from_checkpoint(checkpoints["llama-generative"], device="cpu")
+    tokens = GradeTokens.from_tokenizer(labeler.tokenizer)
+    for (query, product), label in zip(
+        test_pairs[:4], labeler.label(test_pairs[:4], explain=True), strict=True
+    ):
+        prompt = prompt_ids(
+            labeler.tokenizer, labeler.template, query, product, True, labeler.max_length
+        )
+        seq = sft_sequence(labeler.tokenizer, tokens, prompt, label.rationale.text + "\n", 0)
+        with torch.no_grad():
+            logits = labeler.model(input_ids=torch.tensor([seq.input_ids])).logits
+        grade_logits = logits[0, seq.grade_position, list(tokens.grades)].double()
+        expected = torch.softmax(grade_logits / labeler.temperature, -1).numpy()
+        np.testing.assert_allclose(label.grade_probs, expected, atol=2 * 10**-PROB_DECIMALS)
 
 
 def test_classifier_explain_request_has_no_rationale(checkpoints, test_pairs) -> None:
