@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from ops.stack import SERVICES, health_status
 from services.core.settings import Settings
@@ -25,18 +27,21 @@ def start_service(
     full_env.pop("RELKD_TEACHER_CHECKPOINT", None)
     full_env.pop("RELKD_STUDENT_BACKEND", None)
     full_env.update(env or {})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ops", "serve", name],
-        env=full_env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # Logs go to a file, never to a pipe: a pipe nobody drains fills up (64 KiB) and then
+    # blocks the service in its next log write, which a client sees as a hung server.
+    with tempfile.NamedTemporaryFile(prefix=f"relkd-{name}-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ops", "serve", name],
+            env=full_env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     deadline = time.monotonic() + 60
     address = f"127.0.0.1:{port}"
     while health_status(address, SERVICES[name].grpc_service, settings=settings) != "SERVING":
         if process.poll() is not None:
-            raise AssertionError(process.stderr.read().decode() if process.stderr else name)
+            raise AssertionError(Path(log.name).read_text(errors="replace")[-4000:])
         if time.monotonic() > deadline:
             stop_service(process)
             raise AssertionError(f"{name} not SERVING in 60 s")
