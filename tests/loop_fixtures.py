@@ -13,14 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 from contracts import schema
 from services.label_store.writer import LABELS_KIND, PRODUCTS_KIND, cut_snapshot, write_incoming
 from training.data.storage import write_manifest, write_table
 from training.student.config import StudentTrainConfig
-from training.student.models.base import default_base_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -43,24 +40,6 @@ def probs(g: int) -> list[float]:
 
 def product(t: str, b: str) -> dict:
     return {"product_id": f"p-{t}-{b}", "title": f"{b} {t}", "product_type": t, "brand": b}
-
-
-@pytest.fixture(scope="session")
-def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        BertModel(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(default_base_model()).save_pretrained(path)
-    return str(path)
 
 
 def write_dataset(root: Path, *, shuffle_seed: int | None = None) -> Path:

@@ -22,6 +22,7 @@ from transformers import (
 
 from contracts import schema
 from contracts.artifacts import student_spec, write_student_spec
+from training.student.models.base import default_base_model
 
 if TYPE_CHECKING:
     from services.student_inference.triton_runtime import TritonInstall
@@ -124,3 +125,22 @@ def products_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     table = pa.Table.from_pylist(rows, schema=schema.PRODUCTS)
     pq.write_table(table, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    # Seeded: the pinned-run test needs the same starting weights in every session.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(default_base_model()).save_pretrained(path)
+    return str(path)

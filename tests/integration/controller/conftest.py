@@ -1,3 +1,3 @@
-from loop_fixtures import human_dataset, tiny_base_model
+from loop_fixtures import human_dataset
 
-__all__ = ["human_dataset", "tiny_base_model"]
+__all__ = ["human_dataset"]

@@ -13,37 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 from contracts import schema
 from training.data.storage import write_manifest, write_table
 from training.student.config import StudentTrainConfig
-from training.student.models.base import default_base_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TYPES = ["sofa", "lamp", "desk", "rug", "chair", "mirror"]
 BRANDS = ["acme", "zenith", "nova"]
-
-
-@pytest.fixture(scope="session")
-def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    # Seeded: the pinned-run test needs the same starting weights in every session.
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        BertModel(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(default_base_model()).save_pretrained(path)
-    return str(path)
 
 
 def _grade(query_type: str, query_brand: str, product_type: str, brand: str) -> int:
