@@ -25,6 +25,12 @@ Guarantees, and how they are kept (docs/reliability.md names the test of each):
   and reports its death, so the service goes NOT_SERVING and exits non-zero.
 * **Graceful shutdown**: :meth:`ConsumerLoop.stop` lets the batch in flight finish
   and commit, then leaves the group.
+* **A broker that lost its state does not make the loop skip**: after a rebalance the
+  loop reads every partition it kept from the group's committed offset (the broker's
+  record of what is done), not from its own fetch position. A broker restarted
+  without its data (noida-db killed while rewriting its snapshot, a memory-only
+  broker) numbers new records from 0 again; a remembered position past them would
+  silently skip every record below it.
 """
 
 from __future__ import annotations
@@ -40,7 +46,13 @@ from typing import Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
@@ -236,6 +248,32 @@ class Rejection:
 BatchHandler = Callable[[Sequence[Delivery[M]]], Sequence[Rejection]]
 
 
+class _KeptPartitions(ConsumerRebalanceListener):
+    """Notes the partitions a rebalance gave back to this member.
+
+    kafka-python keeps its fetch position for a partition assigned both before and after
+    a rebalance. That position is only as good as the broker's memory: a broker that
+    restarted without its data has numbered new records from 0 again (and forgotten the
+    group, which is what made the member rejoin). The loop therefore re-reads the
+    committed offset of every kept partition before processing it again. Callbacks run
+    on kafka-python's event loop, so this only records; the loop thread does the I/O.
+    """
+
+    def __init__(self) -> None:
+        self.kept: set[TopicPartition] = set()
+        self._owned: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self._owned |= set(revoked)
+
+    def on_partitions_lost(self, lost: Sequence[TopicPartition]) -> None:
+        self._owned |= set(lost)
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.kept |= self._owned & set(assigned)
+        self._owned = set()
+
+
 def _record_size(record: ConsumerRecord) -> int:
     size = record.serialized_value_size
     return size if size is not None and size >= 0 else len(record.value or b"")
@@ -285,7 +323,10 @@ class ConsumerLoop(Generic[M]):
         if settings.kafka_group_instance_id:
             config["group_instance_id"] = settings.kafka_group_instance_id
         config.update(consumer_config)
-        self._consumer = KafkaConsumer(topic.name, **config)
+        self._consumer = KafkaConsumer(**config)
+        self._rebalances = _KeptPartitions()
+        self._consumer.subscribe([topic.name], listener=self._rebalances)
+        self.rewinds = 0
         self.processed = 0
         self.dead_lettered = 0
         self.retries = 0
@@ -311,12 +352,58 @@ class ConsumerLoop(Generic[M]):
         try:
             while not self._stop.is_set() and (max_batches is None or batches < max_batches):
                 polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
+                if self._rebalances.kept:
+                    polled = self._start_kept_partitions_from_commits(polled)
                 if not any(polled.values()):
                     continue
                 self._process_until_done(polled)
                 batches += 1
         finally:
             self._consumer.close(autocommit=False, timeout_ms=self._request_timeout_ms)
+
+    def _start_kept_partitions_from_commits(
+        self, polled: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> dict[TopicPartition, Sequence[ConsumerRecord]]:
+        """Moves each partition a rebalance kept to the group's committed offset (the
+        reset policy's end when the group has none) unless the poll already starts there;
+        returns the poll without the records of partitions it moved."""
+        kept = self._rebalances.kept & self._consumer.assignment()
+        timeout_ms = self._request_timeout_ms
+        try:
+            committed = {tp: self._consumer.committed(tp, timeout_ms=timeout_ms) for tp in kept}
+            starts = {
+                tp: polled[tp][0].offset
+                if polled.get(tp)
+                else self._consumer.position(tp, timeout_ms=timeout_ms)
+                for tp in kept
+            }
+        except KafkaError as exc:
+            # Cannot tell yet: hand the records back to the broker and ask again next poll.
+            log.warning("cannot read committed offsets", extra={"error": repr(exc)})
+            for tp in kept:
+                if polled.get(tp):
+                    self._consumer.seek(tp, polled[tp][0].offset)
+            return {tp: records for tp, records in polled.items() if tp not in kept}
+        self._rebalances.kept.clear()
+        moved = {tp for tp in kept if committed[tp] is None or committed[tp] != starts[tp]}
+        for tp in moved:
+            if committed[tp] is not None:
+                self._consumer.seek(tp, committed[tp])
+            elif self._consumer.config["auto_offset_reset"] == "latest":
+                self._consumer.seek_to_end(tp)
+            else:
+                self._consumer.seek_to_beginning(tp)
+        if moved:
+            self.rewinds += 1
+            log.warning(
+                "partitions kept across a rebalance restart from the group's commits",
+                extra={
+                    "topic": self.topic.name,
+                    "from": {str(tp.partition): starts[tp] for tp in moved},
+                    "committed": {str(tp.partition): committed[tp] for tp in moved},
+                },
+            )
+        return {tp: records for tp, records in polled.items() if tp not in moved}
 
     def _set_health(self, healthy: bool) -> None:
         if healthy != self.healthy:
