@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -265,6 +267,26 @@ def _observe(method: str, code: grpc.StatusCode, start: float, caller: str) -> N
     )
 
 
+def _exit_if_stop_hangs(deadline_s: float) -> threading.Timer:
+    """Bounds the graceful stop: a handler mid-batch or a flush to a vanished broker may
+    take minutes, and a child whose supervisor died (its death signal is a SIGTERM) has
+    no one left to SIGKILL it. Exiting without committing loses nothing: the batch in
+    flight is redelivered to the partition's next owner."""
+
+    def exit_now() -> None:
+        log.error(
+            "graceful stop exceeded its deadline; exiting now (uncommitted input is redelivered)",
+            extra={"deadline_s": deadline_s},
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    watchdog = threading.Timer(deadline_s, exit_now)
+    watchdog.daemon = True
+    watchdog.start()
+    return watchdog
+
+
 class GrpcServer:
     """An aio gRPC server with health, reflection and observability, bound to one port."""
 
@@ -278,9 +300,11 @@ class GrpcServer:
         *,
         tls: grpc.ServerCredentials | None = None,
         auth: TokenAuthenticator | None = None,
+        shutdown_deadline_s: float = 25.0,
     ) -> None:
         self.services = list(services)
         self.grace_s = grace_s
+        self.shutdown_deadline_s = shutdown_deadline_s
         # SO_REUSEPORT off: a second server on a taken port must fail, not silently share
         # the port's traffic with the first.
         options = [("grpc.so_reuseport", 0), *options]
@@ -331,6 +355,7 @@ class GrpcServer:
             settings.grpc_grace_s,
             tls=server_credentials(settings),
             auth=authenticator(settings),
+            shutdown_deadline_s=settings.shutdown_deadline_s,
         )
 
     async def _set_status(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
@@ -358,14 +383,14 @@ class GrpcServer:
         self,
         on_stop: Callable[[], Awaitable[None]] | None = None,
         background: Sequence[bus.BackgroundConsumer] = (),
-        background_stop_s: float = 60.0,
     ) -> None:
         """Starts (with the `background` consumers), waits for SIGINT/SIGTERM, then stops
         gracefully: NOT_SERVING, `on_stop`, the consumers, in-flight RPCs.
 
         A consumer whose batch keeps failing transiently turns health NOT_SERVING until
         it recovers; a consumer that dies stops the server and raises BackgroundFailure,
-        so the process exits non-zero and its supervisor restarts it.
+        so the process exits non-zero and its supervisor restarts it. The whole stop is
+        bounded by `shutdown_deadline_s`, past which the process exits at once.
         """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -398,12 +423,16 @@ class GrpcServer:
             )
         await stop.wait()
         log.info("stopping", extra={"address": self.address, "failed": [n for n, _ in died]})
-        await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if on_stop is not None:
-            await on_stop()
-        for consumer in background:
-            await asyncio.to_thread(consumer.stop, background_stop_s)
-        await self.stop()
+        watchdog = _exit_if_stop_hangs(self.shutdown_deadline_s)
+        try:
+            await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+            if on_stop is not None:
+                await on_stop()
+            for consumer in background:
+                await asyncio.to_thread(consumer.stop, self.shutdown_deadline_s)
+            await self.stop()
+        finally:
+            watchdog.cancel()  # the stop finished (or failed) in time
         if died:
             name, exc = died[0]
             raise BackgroundFailure(f"background consumer {name} died: {exc!r}") from exc

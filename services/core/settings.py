@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     grpc_grace_s: float = Field(
         5.0, description="Seconds in-flight RPCs get to finish on graceful stop."
     )
+    shutdown_deadline_s: float = Field(
+        25.0,
+        gt=0,
+        description="Hard bound on a service's graceful stop: past it the process exits at "
+        "once (a batch in flight stays uncommitted and is redelivered). Below Kubernetes' "
+        "default 30 s grace, and what bounds a stop when no supervisor is left to SIGKILL.",
+    )
 
     # gRPC security (docs/security.md). Secrets are read from files, never from settings.
     grpc_tls_cert_file: Path | None = Field(
