@@ -301,6 +301,7 @@ class GrpcServer:
         tls: grpc.ServerCredentials | None = None,
         auth: TokenAuthenticator | None = None,
         shutdown_deadline_s: float = 25.0,
+        health_port: int = 0,
     ) -> None:
         self.services = list(services)
         self.grace_s = grace_s
@@ -342,6 +343,23 @@ class GrpcServer:
                 "server running?) or the address is not local"
             ) from cause
         self.address = f"{host}:{self.port}"
+        # Health alone, in plaintext, on a port of its own: Kubernetes' native gRPC probe
+        # cannot do TLS, and health carries no data and needs no token. Nothing else is
+        # served there, so TLS and tokens still guard every RPC.
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port = 0
+        if health_port:
+            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            try:
+                self.health_port = self.health_server.add_insecure_port(f"{host}:{health_port}")
+            except RuntimeError as exc:
+                cause = exc
+            if self.health_port == 0:
+                raise OSError(
+                    f"could not bind the gRPC health port {host}:{health_port}: the port is "
+                    "in use or the address is not local"
+                ) from cause
 
     @classmethod
     def from_settings(
@@ -356,6 +374,7 @@ class GrpcServer:
             tls=server_credentials(settings),
             auth=authenticator(settings),
             shutdown_deadline_s=settings.shutdown_deadline_s,
+            health_port=settings.grpc_health_port,
         )
 
     async def _set_status(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
@@ -364,6 +383,8 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",
@@ -371,6 +392,7 @@ class GrpcServer:
                 "address": self.address,
                 "services": [b.name for b in self.services],
                 "tls": self.tls,
+                "health_port": self.health_port or None,
             },
         )
 
@@ -378,6 +400,8 @@ class GrpcServer:
         """Reports NOT_SERVING first so balancers drain us, then lets in-flight RPCs finish."""
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
     async def serve_until_signal(
         self,

@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         None,
         description="File holding the token the platform's gRPC clients send (TLS only).",
     )
+    grpc_health_port: int = Field(
+        0,
+        ge=0,
+        description="A second, plaintext port serving grpc.health.v1 only, for probes that "
+        "cannot speak TLS (Kubernetes' native gRPC probe); 0: none. One per pod (every "
+        "service would bind the same port on one machine).",
+    )
 
     # Observability
     metrics_port: int = Field(

@@ -23,7 +23,7 @@ from fault_tools import (
 )
 from relevance.v1 import common_pb2, topics_pb2
 
-from contracts.topics import CANDIDATES, DLQ, LABELS, RELABEL_REQUESTS
+from contracts.topics import CANDIDATES, DLQ, LABELS, RELABEL_REQUESTS, SERVED
 from services.core import bus
 from services.core.broker import EmbeddedBroker, create_topics
 
@@ -170,7 +170,12 @@ def test_poison_on_every_consumed_topic_is_dead_lettered_and_counted(
     run = run_id()
     small = fault_settings(tansu.bootstrap, kafka_max_message_bytes=64 * 1024)
     sender = bus.Publisher(fault_settings(tansu.bootstrap))
-    topics = [(CANDIDATES, candidate), (RELABEL_REQUESTS, relabel), (LABELS, label)]
+    topics = [
+        (CANDIDATES, candidate),
+        (RELABEL_REQUESTS, relabel),  # new queries and product changes alike
+        (LABELS, label),
+        (SERVED, served),
+    ]
     for topic, make in topics:
         for i in range(3):
             sender.publish(topic, f"{run}-{i}", make(f"{run}-{i}", 10))
@@ -223,3 +228,7 @@ def relabel(query_id: str, size: int) -> topics_pb2.RelabelRequest:
 
 def label(query_id: str, size: int) -> topics_pb2.LabelRecord:
     return topics_pb2.LabelRecord(query_id=query_id, query="q" * size)
+
+
+def served(query_id: str, size: int) -> topics_pb2.ServedSample:
+    return topics_pb2.ServedSample(request_id=query_id, query_id=query_id, query="q" * size)

@@ -38,8 +38,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
 
 
 @pytest.fixture(scope="module")
+def health_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 def secured_student(
     certs: CertificateSet,
+    health_port: int,
     two_tower_checkpoint: Path,
     products_parquet: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -48,7 +54,11 @@ def secured_student(
     export_dir = tmp_path_factory.mktemp("secured") / "two-tower"
     export_student(two_tower_checkpoint, export_dir, int8=False, products=products_parquet)
     port = free_port()
-    env = {**certs.env(mtls=True), **two_tower_env(export_dir)}
+    env = {
+        **certs.env(mtls=True),
+        **two_tower_env(export_dir),
+        "RELKD_GRPC_HEALTH_PORT": str(health_port),
+    }
     process: subprocess.Popen[bytes] = start_service(
         "student-inference", port, env, settings=client_settings(certs)
     )
@@ -90,6 +100,18 @@ def test_tls_client_with_token_is_served(secured_student: str, certs: Certificat
 def test_health_needs_tls_but_no_token(secured_student: str, certs: CertificateSet) -> None:
     settings = client_settings(certs, grpc_auth_token_file=None)
     assert health_status(secured_student, settings=settings) == "SERVING"
+
+
+def test_plaintext_health_port_serves_health_and_nothing_else(
+    secured_student: str, health_port: int
+) -> None:
+    """The probe port of a TLS server (Kubernetes' gRPC probe cannot do TLS)."""
+    address = f"127.0.0.1:{health_port}"
+    plaintext = Settings()
+    assert health_status(address, "relevance.v1.StudentInference", settings=plaintext) == "SERVING"
+    with grpc.insecure_channel(address) as channel:
+        error = score_error(channel, metadata=[("authorization", "Bearer anything")])
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_missing_or_unknown_token_is_unauthenticated(
