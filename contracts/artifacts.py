@@ -170,6 +170,12 @@ class TeacherSpec(BaseModel):
     max_length: int = Field(gt=0)
     temperature: float = Field(gt=0, description="Calibration temperature of the grade logits.")
     num_grades: Literal[4] = schema.NUM_GRADES
+    rationale_heads: bool = Field(
+        False,
+        description="A classifier whose head has, after the grade logits, one Match logit "
+        "triple per rationale field (schema.RATIONALE_FIELDS); False for teachers trained "
+        "before rationale heads and for generative teachers.",
+    )
 
     @property
     def model_ref(self) -> ModelRef:

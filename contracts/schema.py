@@ -48,6 +48,14 @@ class Match(IntEnum):
 
 
 RATIONALE_FIELDS = ("category_match", "brand_match", "attribute_match")
+NUM_MATCH = len(Match)
+# The teacher's soft rationale: p(Match value) per field, values in Match order. Null
+# where the teacher stated nothing for that field (a teacher without rationale heads):
+# a missing target, which the student's chain-of-thought loss masks.
+RATIONALE_PROBS_FIELDS = tuple(f"{field}_probs" for field in RATIONALE_FIELDS)
+# Columns added after SCHEMA_VERSION 1 was first written; all nullable, so a table
+# written before them reads with nulls there (training.data.storage).
+ADDED_COLUMNS = frozenset(RATIONALE_PROBS_FIELDS)
 
 PRODUCTS = pa.schema(
     [
@@ -85,7 +93,8 @@ JUDGMENTS = pa.schema(
         pa.field("grade_probs", pa.list_(pa.float32(), NUM_GRADES)),
         pa.field("num_raters", pa.int16()),
         # Ground-truth rationale fields derived from the simulator's rules (Match
-        # values); NOT_STATED where the source has none (WANDS, ESCI).
+        # values; NOT_STATED = the query asks for no such thing). Null where the source
+        # has no rationale (WANDS, ESCI): unknown, not NOT_STATED.
         pa.field("category_match", pa.int8()),
         pa.field("brand_match", pa.int8()),
         pa.field("attribute_match", pa.int8()),
@@ -102,9 +111,12 @@ TEACHER_LABELS = pa.schema(
         pa.field("expected_score", pa.float32(), nullable=False),
         pa.field("teacher_model", pa.string(), nullable=False),
         pa.field("teacher_version", pa.string(), nullable=False),
+        # The teacher's most likely Match value per rationale field, and its
+        # distribution (RATIONALE_PROBS_FIELDS); null where the teacher stated none.
         pa.field("category_match", pa.int8()),
         pa.field("brand_match", pa.int8()),
         pa.field("attribute_match", pa.int8()),
+        *(pa.field(name, pa.list_(pa.float32(), NUM_MATCH)) for name in RATIONALE_PROBS_FIELDS),
     ]
 )
 

@@ -109,9 +109,10 @@ def add_traffic_labels(store: Path, brands: list[str], first_query: int, at_ns: 
                     "expected_score": float(np.dot(pr, np.arange(4))),
                     "teacher_model": "fixture-teacher",
                     "teacher_version": "1",
-                    "category_match": 0,
-                    "brand_match": 0,
-                    "attribute_match": 0,
+                    # A teacher without rationale heads: the store keeps them null.
+                    "category_match": None,
+                    "brand_match": None,
+                    "attribute_match": None,
                     "pair_key": f"{qid}|{p['product_id']}",
                     "produced_at_ns": at_ns + n,
                 }

@@ -39,7 +39,7 @@ from contracts.label_snapshots import (
     snapshot_dir,
     snapshot_ids,
 )
-from contracts.schema import PRODUCTS, TEACHER_LABELS
+from contracts.schema import PRODUCTS, RATIONALE_PROBS_FIELDS, TEACHER_LABELS
 
 __all__ = ["LATEST", "Label", "LabelStore", "Snapshot", "SnapshotNotFound"]
 
@@ -62,9 +62,14 @@ class Label:
     teacher_version: str
     # When the teacher-labeling service produced it (EventMeta.produced_at, ns since epoch).
     produced_at_ns: int
-    category_match: int
-    brand_match: int
-    attribute_match: int
+    # The teacher's rationale per field (Match value, and p(value) in Match order);
+    # None where it stated none.
+    category_match: int | None
+    brand_match: int | None
+    attribute_match: int | None
+    category_match_probs: tuple[float, ...] | None
+    brand_match_probs: tuple[float, ...] | None
+    attribute_match_probs: tuple[float, ...] | None
 
 
 class Snapshot:
@@ -94,6 +99,11 @@ class Snapshot:
         """Every stored label as :class:`Label`, streamed in batches of `batch_size` rows."""
         for batch in pq.ParquetFile(self.path / LABELS_FILE).iter_batches(batch_size):
             for row in batch.to_pylist():
+                # .get: a snapshot cut before the distributions existed has no such column.
+                probs = {
+                    name: None if row.get(name) is None else tuple(row[name])
+                    for name in RATIONALE_PROBS_FIELDS
+                }
                 yield Label(
                     query_id=row["query_id"],
                     query=row["query"],
@@ -103,9 +113,10 @@ class Snapshot:
                     teacher_model=row["teacher_model"],
                     teacher_version=row["teacher_version"],
                     produced_at_ns=row["produced_at_ns"],
-                    category_match=row["category_match"] or 0,
-                    brand_match=row["brand_match"] or 0,
-                    attribute_match=row["attribute_match"] or 0,
+                    category_match=row["category_match"],
+                    brand_match=row["brand_match"],
+                    attribute_match=row["attribute_match"],
+                    **probs,
                 )
 
     def teacher_labels(self) -> pa.Table:

@@ -42,7 +42,14 @@ from contracts.label_snapshots import (
     snapshot_ids,
 )
 from contracts.products import InvalidProduct, product_row, validate_products
-from contracts.schema import NUM_GRADES, SCHEMA_VERSION, TEACHER_LABELS
+from contracts.schema import (
+    NUM_GRADES,
+    NUM_MATCH,
+    RATIONALE_FIELDS,
+    RATIONALE_PROBS_FIELDS,
+    SCHEMA_VERSION,
+    TEACHER_LABELS,
+)
 from services.core import bus
 from services.label_store.store import (
     LABELS_FILE,
@@ -60,6 +67,12 @@ _SCHEMAS = {LABELS_KIND: LABELS_SCHEMA, PRODUCTS_KIND: STORED_PRODUCTS_SCHEMA}
 LABEL_KEY = ["query_id", "product_id", "teacher_version"]
 
 
+def _probs_attribute(field: str) -> str:
+    """The Rationale message's distribution of a rationale field: category_match ->
+    category_probs."""
+    return field.removesuffix("_match") + "_probs"
+
+
 def label_problem(label: topics_pb2.LabelRecord) -> str:
     """Why `label` cannot be stored, naming the field; empty when it can."""
     if not label.query_id or not label.product_id:
@@ -71,7 +84,41 @@ def label_problem(label: topics_pb2.LabelRecord) -> str:
         return f"grades.probs: not a distribution (sum {total:.4f})"
     if not label.teacher.version:
         return "teacher.version: must not be empty"
+    if label.HasField("rationale"):
+        for name in RATIONALE_FIELDS:
+            attribute = _probs_attribute(name)
+            probs = list(getattr(label.rationale, attribute))
+            if not probs:
+                continue
+            where = f"rationale.{attribute}"
+            if len(probs) != NUM_MATCH:
+                return f"{where}: expected {NUM_MATCH} probabilities, got {len(probs)}"
+            if not math.isclose(sum(probs), 1.0, abs_tol=1e-3) or min(probs) < 0:
+                return f"{where}: not a distribution (sum {sum(probs):.4f})"
     return ""
+
+
+def rationale_columns(label: topics_pb2.LabelRecord) -> dict[str, int | list[float] | None]:
+    """The label's rationale as schema.TEACHER_LABELS columns: per field its value and
+    distribution; null where the label states none (a missing target, not NOT_STATED)."""
+    rationale = label.rationale if label.HasField("rationale") else None
+    columns: dict[str, int | list[float] | None] = {}
+    for name, probs_name in zip(RATIONALE_FIELDS, RATIONALE_PROBS_FIELDS, strict=True):
+        probs = list(getattr(rationale, _probs_attribute(name))) if rationale else []
+        columns[name] = int(getattr(rationale, name)) if rationale else None
+        columns[probs_name] = probs or None
+    return columns
+
+
+def rationale_rows(table: pa.Table) -> int:
+    """Rows of a labels / teacher_labels table whose teacher gave a rationale distribution."""
+    if table.num_rows == 0:
+        return 0
+    present = [pc.is_valid(table.column(name)) for name in RATIONALE_PROBS_FIELDS]
+    any_present = present[0]
+    for column in present[1:]:
+        any_present = pc.or_(any_present, column)
+    return int(pc.sum(any_present.cast(pa.int64())).as_py() or 0)
 
 
 def incoming_dir(store_dir: Path, kind: str) -> Path:
@@ -136,7 +183,6 @@ class LabelsHandler:
             if problem:
                 rejected.append(bus.Rejection(delivery, problem))
                 continue
-            rationale = label.rationale if label.HasField("rationale") else None
             rows.append(
                 {
                     "query_id": label.query_id,
@@ -146,9 +192,7 @@ class LabelsHandler:
                     "expected_score": label.expected_score,
                     "teacher_model": label.teacher.name,
                     "teacher_version": label.teacher.version,
-                    "category_match": rationale.category_match if rationale else 0,
-                    "brand_match": rationale.brand_match if rationale else 0,
-                    "attribute_match": rationale.attribute_match if rationale else 0,
+                    **rationale_columns(label),
                     "pair_key": label.pair_key,
                     "produced_at_ns": label.meta.produced_at.ToNanoseconds(),
                 }
@@ -258,6 +302,9 @@ def cut_snapshot(store_dir: Path | str, reason: str = "on demand") -> Snapshot |
         counts = {
             "labels": labels.num_rows,
             "teacher_labels": teacher_labels.num_rows,
+            # Of those, the pairs whose newest label carries rationale distributions (the
+            # students' chain-of-thought targets).
+            "teacher_labels_with_rationale": rationale_rows(teacher_labels),
             "products": products.num_rows,
         }
         created_at = datetime.now(UTC)

@@ -46,6 +46,12 @@ from services.core.settings import Settings
 log = logging.getLogger(__name__)
 
 PAIRS_LABELED = Counter("relkd_teacher_pairs_total", "Pairs labeled by the teacher.", ["path"])
+RATIONALE_LABELS = Counter(
+    "relkd_teacher_rationale_labels_total",
+    "Labels published to relevance.labels.v1 with a rationale (per-field distributions), "
+    "the chain-of-thought targets of the students; relkd_teacher_pairs_total{path=topic} "
+    "minus this = labels published without one.",
+)
 BATCH_PAIRS = Histogram(
     "relkd_teacher_batch_pairs",
     "Pairs per consumed batch handed to the teacher (how full the micro-batches can be).",
@@ -116,14 +122,20 @@ class Labeler(Protocol):
 
 
 def _rationale(label: Any) -> common_pb2.Rationale | None:
+    """The label's rationale with its per-field distributions; None (the field stays
+    absent) when the teacher stated none."""
     rationale = getattr(label, "rationale", None)
     if rationale is None:
         return None
+    probs = rationale.probs or ((), (), ())
     return common_pb2.Rationale(
         category_match=int(rationale.category_match),
         brand_match=int(rationale.brand_match),
         attribute_match=int(rationale.attribute_match),
         text=rationale.text,
+        category_probs=probs[0],
+        brand_probs=probs[1],
+        attribute_probs=probs[2],
     )
 
 
@@ -280,6 +292,7 @@ class CandidateLabelingHandler:
             BATCH_PAIRS.observe(len(pairs))
             for (batch, product), label in zip(pairs, labels, strict=True):
                 self._publish(batch, product, label, teacher)
+            RATIONALE_LABELS.inc(sum(1 for label in labels if label.rationale is not None))
         return rejected
 
     @staticmethod

@@ -10,7 +10,7 @@
   split is kept and 15% of its train queries (by hash) form dev.
 
 Judgments from both have one (unknown) rater: one-hot soft labels, ``num_raters``
-null, rationale fields NOT_STATED.
+null, rationale fields null (unknown: the students' chain-of-thought loss masks them).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from contracts.schema import NUM_GRADES, Grade, Match, Split
+from contracts.schema import NUM_GRADES, RATIONALE_FIELDS, Grade, Split
 from training.data import storage
 
 WANDS_GRADES = {"Exact": Grade.EXACT, "Partial": Grade.SUBSTITUTE, "Irrelevant": Grade.IRRELEVANT}
@@ -72,10 +72,7 @@ def _judgments(query_ids: list[str], product_ids: list[str], grades: list[int]) 
             "grade": pa.array(grades, pa.int8()),
             "grade_probs": pa.array(one_hot, pa.list_(pa.float32(), NUM_GRADES)),
             "num_raters": pa.nulls(n, pa.int16()),
-            **{
-                f: pa.array([Match.NOT_STATED] * n, pa.int8())
-                for f in ("category_match", "brand_match", "attribute_match")
-            },
+            **{f: pa.nulls(n, pa.int8()) for f in RATIONALE_FIELDS},
         }
     )
 

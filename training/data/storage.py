@@ -8,7 +8,8 @@ Layout of a dataset directory::
 
 Writers cast every table to its schema in ``schema.TABLES`` so a wrong column fails
 at write time, and readers check the manifest's schema version and the columns so a
-stale or foreign dataset fails with a message naming what is wrong.
+stale or foreign dataset fails with a message naming what is wrong. Columns added to a
+schema later (``schema.ADDED_COLUMNS``, all nullable) read as nulls from older tables.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from contracts.schema import SCHEMA_VERSION, TABLES
+from contracts.schema import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
 
 MANIFEST = "manifest.json"
 # Tables whose rows belong to a query, so they can be filtered by the query's split.
@@ -45,8 +46,13 @@ def _to_table(name: str, table_or_rows: pa.Table | Iterable[Mapping[str, Any]]) 
     schema = _schema(name)
     if isinstance(table_or_rows, pa.Table):
         missing = [f.name for f in schema if f.name not in table_or_rows.column_names]
-        if missing:
+        if missing and not set(missing) <= ADDED_COLUMNS:
             raise DatasetError(f"table {name!r} is missing columns {missing}")
+        for column in missing:
+            field = schema.field(column)
+            table_or_rows = table_or_rows.append_column(
+                field, pa.nulls(table_or_rows.num_rows, field.type)
+            )
         try:
             return table_or_rows.select(schema.names).cast(schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -120,8 +126,11 @@ def _dataset(dataset_dir: Path | str, name: str) -> ds.Dataset:
         raise DatasetError(f"dataset {dataset_dir} has no table {name!r}")
     dataset = ds.dataset(table_path(dataset_dir, name), format="parquet")
     missing = [f.name for f in _schema(name) if f.name not in dataset.schema.names]
-    if missing:
+    if missing and not set(missing) <= ADDED_COLUMNS:
         raise DatasetError(f"table {name!r} in {dataset_dir} is missing columns {missing}")
+    if missing:
+        # Written before those (nullable) columns existed: they read as nulls.
+        return ds.dataset(table_path(dataset_dir, name), format="parquet", schema=_schema(name))
     return dataset
 
 

@@ -1,10 +1,17 @@
 """Training examples and the query-grouped pair sampler.
 
 Human judgments and teacher labels become one kind of example: a (query, product)
-pair with a soft target grade distribution, its expected grade, the rationale fields
+pair with a soft target grade distribution, its expected grade, the rationale targets
 and the source. For human judgments the distribution is the raters' vote shares, so
 the same losses (Margin-MSE, MSE, KL, CoT) apply to both sources and the human-only
 baseline differs from the distilled student only in its data.
+
+Rationale targets are one distribution over the Match values per field (category,
+brand, attribute match): one-hot of a judgment's rationale field, the teacher's
+distribution (``*_match_probs``) for a teacher label. A field with none (a dataset
+without rationales, a teacher without rationale heads, a label written before the
+distributions existed, whose value column held a NOT_STATED placeholder) is *missing*:
+``rationale_known`` is False there and the chain-of-thought loss skips it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,10 @@ class Example:
     product_text: str
     grade_probs: np.ndarray  # float32 [NUM_GRADES], sums to 1
     score: float  # expected grade sum_g p(g) * g
-    rationale: tuple[int, ...]  # Match values, one per schema.RATIONALE_FIELDS
+    # float32 [len(RATIONALE_FIELDS), NUM_MATCH]: p(Match value) per field; zeros where
+    # the field is missing.
+    rationale: np.ndarray
+    rationale_known: np.ndarray  # bool [len(RATIONALE_FIELDS)]
     source: str  # HUMAN or TEACHER
 
 
@@ -50,6 +60,10 @@ class TrainingSet:
     @property
     def num_queries(self) -> int:
         return len({e.query_id for e in self.examples})
+
+    def rationale_examples(self, source: str) -> int:
+        """Examples of ``source`` with at least one rationale target."""
+        return sum(1 for e in self.examples if e.source == source and e.rationale_known.any())
 
 
 def _probs(value: list[float] | None, grade: int | None, where: str) -> np.ndarray:
@@ -66,15 +80,36 @@ def _probs(value: list[float] | None, grade: int | None, where: str) -> np.ndarr
     return probs / total
 
 
-def _rationale(row: dict, where: str) -> tuple[int, ...]:
-    values = []
-    for field in schema.RATIONALE_FIELDS:
+def _judgment_rationale(row: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot targets of a judgment's rationale fields; a null field is missing."""
+    probs = np.zeros((len(schema.RATIONALE_FIELDS), schema.NUM_MATCH), dtype=np.float32)
+    known = np.zeros(len(schema.RATIONALE_FIELDS), dtype=bool)
+    for i, field in enumerate(schema.RATIONALE_FIELDS):
         value = row.get(field)
-        value = int(schema.Match.NOT_STATED) if value is None else int(value)
-        if value not in schema.Match._value2member_map_:
+        if value is None:
+            continue
+        if int(value) not in schema.Match._value2member_map_:
             raise ValueError(f"{where}: {field}={value} is not a Match value")
-        values.append(value)
-    return tuple(values)
+        probs[i, int(value)], known[i] = 1.0, True
+    return probs, known
+
+
+def _label_rationale(row: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A teacher label's rationale distributions; a null one is missing."""
+    probs = np.zeros((len(schema.RATIONALE_FIELDS), schema.NUM_MATCH), dtype=np.float32)
+    known = np.zeros(len(schema.RATIONALE_FIELDS), dtype=bool)
+    for i, field in enumerate(schema.RATIONALE_PROBS_FIELDS):
+        value = row.get(field)
+        if value is None:
+            continue
+        field_probs = np.asarray(value, dtype=np.float32)
+        total = float(field_probs.sum())
+        if field_probs.shape != (schema.NUM_MATCH,) or total <= 0 or (field_probs < 0).any():
+            raise ValueError(
+                f"{where}: {field} must be {schema.NUM_MATCH} non-negative values, got {value}"
+            )
+        probs[i], known[i] = field_probs / total, True
+    return probs, known
 
 
 def _product_texts(products: pa.Table, fields: list[str]) -> dict[str, str]:
@@ -124,6 +159,7 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
             continue
         where = f"judgments[{j['query_id']}, {j['product_id']}]"
         probs = _probs(j.get("grade_probs"), j.get("grade"), where)
+        rationale, known = _judgment_rationale(j, where)
         examples.append(
             Example(
                 query_id=j["query_id"],
@@ -132,7 +168,8 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
                 product_text=text(j["product_id"], where),
                 grade_probs=probs,
                 score=float(probs @ np.arange(schema.NUM_GRADES)),
-                rationale=_rationale(j, where),
+                rationale=rationale,
+                rationale_known=known,
                 source=HUMAN,
             )
         )
@@ -158,6 +195,7 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
             if t["query_id"] not in teacher_queries or key in seen:
                 continue
             where = f"teacher_labels[{t['query_id']}, {t['product_id']}]"
+            rationale, known = _label_rationale(t, where)
             examples.append(
                 Example(
                     query_id=t["query_id"],
@@ -166,7 +204,8 @@ def load_training_set(config: StudentTrainConfig) -> TrainingSet:
                     product_text=text(t["product_id"], where),
                     grade_probs=_probs(t["grade_probs"], None, where),
                     score=float(t["expected_score"]),
-                    rationale=_rationale(t, where),
+                    rationale=rationale,
+                    rationale_known=known,
                     source=TEACHER,
                 )
             )

@@ -19,7 +19,7 @@ import fcntl
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,13 @@ from training.loop import (
     seed_everything,
 )
 from training.student.config import StudentKind, StudentTrainConfig
-from training.student.examples import Example, QueryPairSampler, load_training_set
+from training.student.examples import (
+    HUMAN,
+    TEACHER,
+    Example,
+    QueryPairSampler,
+    load_training_set,
+)
 from training.student.losses import Targets, build_loss
 from training.student.models import CrossEncoderStudent, StudentModel, TwoTowerStudent
 from training.student.models.base import to_device
@@ -81,6 +87,8 @@ class TrainResult:
     train_seconds: float
     # Label store snapshot the teacher labels came from; None: the dataset's table.
     teacher_snapshot: str | None = None
+    # Examples with at least one chain-of-thought target, per source (human, teacher).
+    rationale_examples: dict[str, int] = field(default_factory=dict)
 
 
 def build_model(config: StudentTrainConfig) -> StudentModel:
@@ -129,7 +137,8 @@ def batch_inputs(
     targets = Targets(
         scores=torch.tensor([e.score for e in chosen], dtype=torch.float32),
         grade_probs=torch.from_numpy(np.stack([e.grade_probs for e in chosen])),
-        rationale=torch.tensor([e.rationale for e in chosen], dtype=torch.long),
+        rationale=torch.from_numpy(np.stack([e.rationale for e in chosen])),
+        rationale_known=torch.from_numpy(np.stack([e.rationale_known for e in chosen])),
         pairs=torch.from_numpy(inverse.reshape(pairs.shape).astype(np.int64)),
     )
     return inputs, targets
@@ -322,6 +331,9 @@ def _train(config: StudentTrainConfig) -> TrainResult:
         pairs_per_s=run.examples_per_s,
         train_seconds=run.train_seconds,
         teacher_snapshot=training_set.teacher_snapshot,
+        rationale_examples={
+            source: training_set.rationale_examples(source) for source in (HUMAN, TEACHER)
+        },
     )
     (out / SUMMARY_JSON).write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result

@@ -109,9 +109,7 @@ def label_command(
                         "expected_score": label.expected_score,
                         "teacher_model": labeler.name,
                         "teacher_version": labeler.version,
-                        "category_match": int(label.category_match),
-                        "brand_match": int(label.brand_match),
-                        "attribute_match": int(label.attribute_match),
+                        **label.rationale_columns(),
                     }
                 )
             progress.advance(task, len(batch))

@@ -70,6 +70,13 @@ class TeacherTrainConfig(BaseModel):
     hard_labels: bool = Field(
         False, description="Train on the majority grade instead of the raters' distribution."
     )
+    rationale_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Classifier teachers: weight of the rationale heads' loss (one 3-way Match "
+        "head per field: category, brand, attribute match, trained on the judgments' rationale "
+        "fields), so every label carries rationale distributions; 0 trains no rationale heads.",
+    )
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (alpha / r).")

@@ -22,9 +22,15 @@ class JudgedPair:
     # Soft target over the NUM_GRADES grades (raters' vote shares; sums to 1).
     target: np.ndarray
     grade: int
-    category_match: schema.Match
-    brand_match: schema.Match
-    attribute_match: schema.Match
+    # The judgment's rationale fields; None where the source has none (WANDS, ESCI).
+    category_match: schema.Match | None
+    brand_match: schema.Match | None
+    attribute_match: schema.Match | None
+
+    @property
+    def rationale(self) -> tuple[schema.Match | None, ...]:
+        """The rationale fields in schema.RATIONALE_FIELDS order."""
+        return (self.category_match, self.brand_match, self.attribute_match)
 
 
 def soft_target(row: dict[str, Any]) -> np.ndarray:
@@ -47,8 +53,8 @@ def soft_target(row: dict[str, Any]) -> np.ndarray:
     return target / total
 
 
-def _match(value: Any) -> schema.Match:
-    return schema.Match(int(value)) if value is not None else schema.Match.NOT_STATED
+def _match(value: Any) -> schema.Match | None:
+    return schema.Match(int(value)) if value is not None else None
 
 
 def load_split(dataset_dir: Path, split: str, limit: int = 0, seed: int = 0) -> list[JudgedPair]:

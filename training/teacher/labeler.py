@@ -11,6 +11,10 @@ order. The budget defaults to what the device's free memory holds
 :data:`CPU_TOKEN_BUDGET`. A decoder's forward pass computes vocabulary logits only at the
 position it reads (the grade slot), not at every token.
 
+A classifier trained with rationale heads (``TeacherSpec.rationale_heads``) gives every
+label a rationale from the same forward pass: per field (category, brand, attribute
+match) the softmax of its three head logits and the most likely value; it writes no text.
+
 The explainable path (``explain=True``, generative teachers) never decodes free text: it
 scores the closed set of values of each slot of the judgment (category, brand, attributes,
 grade) by log-probability, one batched forward pass per slot (see ``explain.py``), so every
@@ -37,7 +41,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from contracts.artifacts import TeacherSpec, read_teacher_spec
-from contracts.schema import NUM_GRADES, Match
+from contracts.schema import NUM_GRADES, NUM_MATCH, RATIONALE_FIELDS, RATIONALE_PROBS_FIELDS, Match
 from training.loop import resolve_precision
 from training.teacher import explain
 from training.teacher.explain import Rationale
@@ -77,17 +81,21 @@ class TeacherLabel:
     expected_score: float
     rationale: Rationale | None = None
 
-    @property
-    def category_match(self) -> Match:
-        return self.rationale.category_match if self.rationale else Match.NOT_STATED
-
-    @property
-    def brand_match(self) -> Match:
-        return self.rationale.brand_match if self.rationale else Match.NOT_STATED
-
-    @property
-    def attribute_match(self) -> Match:
-        return self.rationale.attribute_match if self.rationale else Match.NOT_STATED
+    def rationale_columns(self) -> dict[str, Any]:
+        """The rationale as ``teacher_labels`` columns (schema.TEACHER_LABELS): the value
+        and the distribution per field, None where the label has none (a missing target,
+        never NOT_STATED)."""
+        rationale = self.rationale
+        if rationale is None:
+            return {name: None for name in (*RATIONALE_FIELDS, *RATIONALE_PROBS_FIELDS)}
+        values = (rationale.category_match, rationale.brand_match, rationale.attribute_match)
+        columns: dict[str, Any] = {}
+        for i, (name, probs_name) in enumerate(
+            zip(RATIONALE_FIELDS, RATIONALE_PROBS_FIELDS, strict=True)
+        ):
+            columns[name] = int(values[i])
+            columns[probs_name] = None if rationale.probs is None else list(rationale.probs[i])
+        return columns
 
 
 @dataclass
@@ -193,8 +201,11 @@ class TeacherLabeler:
         torch_device = resolve_device(device)
         dtype = resolve_precision("auto", torch_device)
         tokenizer = load_tokenizer(path)
-        loader = load_causal_lm if spec.kind == "generative" else load_classifier
-        model = loader(path, tokenizer, dtype).to(torch_device)
+        if spec.kind == "generative":
+            model = load_causal_lm(path, tokenizer, dtype)
+        else:
+            model = load_classifier(path, tokenizer, dtype, spec.rationale_heads)
+        model = model.to(torch_device)
         return cls(model, tokenizer, spec, torch_device, max_tokens)
 
     # -- labeling ---------------------------------------------------------------------
@@ -203,14 +214,18 @@ class TeacherLabeler:
         """Soft labels of ``pairs`` (query, product row) in input order.
 
         ``explain=True`` asks a generative teacher for its step-by-step rationale; a
-        classifier teacher has none and returns ``rationale=None``.
+        classifier with rationale heads always gives one, one without returns
+        ``rationale=None``.
         """
         if not pairs:
             return []
         self.stats.pairs += len(pairs)
         if explain and self.kind == "generative":
             return self._label_explained(pairs)
-        return [self._to_label(row) for row in self._classifier_logits(pairs)]
+        return [
+            self._to_label(row[:NUM_GRADES], self._head_rationale(row[NUM_GRADES:]))
+            for row in self._classifier_logits(pairs)
+        ]
 
     def grade_probs(
         self, queries: Sequence[str], products: Sequence[Mapping[str, Any]]
@@ -233,6 +248,22 @@ class TeacherLabeler:
         rounded = np.round(probs, PROB_DECIMALS)
         expected = round(float(rounded @ GRADE_VALUES), PROB_DECIMALS)
         return TeacherLabel(tuple(float(p) for p in rounded), expected, rationale)
+
+    @staticmethod
+    def _head_rationale(logits: torch.Tensor) -> Rationale | None:
+        """The rationale heads' logits [fields * NUM_MATCH] as a Rationale (None: no heads)."""
+        if logits.numel() == 0:
+            return None
+        probs = torch.softmax(logits.double().view(len(RATIONALE_FIELDS), NUM_MATCH), -1)
+        rounded = np.round(probs.numpy(), PROB_DECIMALS)
+        category, brand, attribute = (Match(int(row.argmax())) for row in rounded)
+        return Rationale(
+            category_match=category,
+            brand_match=brand,
+            attribute_match=attribute,
+            text="",
+            probs=tuple(tuple(float(p) for p in row) for row in rounded),
+        )
 
     def _classifier_inputs(self, pairs: Sequence[Pair]) -> list[list[int]]:
         if self._grade_tokens is None:
@@ -265,9 +296,13 @@ class TeacherLabeler:
 
     @torch.no_grad()
     def _classifier_logits(self, pairs: Sequence[Pair]) -> torch.Tensor:
-        """Un-tempered grade logits [n, NUM_GRADES] from one forward pass per batch."""
+        """Un-tempered grade logits [n, NUM_GRADES] from one forward pass per batch, then
+        the rationale heads' logits where the classifier has them."""
         inputs = self._classifier_inputs(pairs)
-        logits = torch.empty((len(pairs), NUM_GRADES), dtype=torch.float64)
+        width = NUM_GRADES
+        if self._grade_tokens is None:
+            width = self.model.config.num_labels
+        logits = torch.empty((len(pairs), width), dtype=torch.float64)
         for batch in token_budget_batches([len(r) for r in inputs], self.max_tokens):
             rows = [inputs[i] for i in batch]
             if self._grade_tokens is None:

@@ -29,9 +29,15 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from contracts.schema import Grade
+from contracts.schema import NUM_GRADES, NUM_MATCH, RATIONALE_FIELDS, Grade, Match
 
 GRADE_LABELS = {int(g): g.name.lower() for g in Grade}
+# Rationale heads: after the grade logits, one logit per (field, Match value), field-major.
+RATIONALE_LABELS = {
+    NUM_GRADES + NUM_MATCH * f + int(m): f"{field}={m.name.lower()}"
+    for f, field in enumerate(RATIONALE_FIELDS)
+    for m in Match
+}
 
 
 def is_decoder(backbone: str | Path) -> bool:
@@ -57,14 +63,20 @@ def load_tokenizer(backbone: str | Path) -> PreTrainedTokenizerBase:
 
 
 def load_classifier(
-    backbone: str | Path, tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype | None = None
+    backbone: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: torch.dtype | None = None,
+    rationale_heads: bool = False,
 ) -> PreTrainedModel:
-    """The backbone with a (fresh unless already trained) head of one logit per grade."""
+    """The backbone with a (fresh unless already trained) head of one logit per grade and,
+    with ``rationale_heads``, one per (rationale field, Match value) after them: three
+    auxiliary 3-way heads sharing the pooled representation with the grade head."""
+    labels = {**GRADE_LABELS, **(RATIONALE_LABELS if rationale_heads else {})}
     model = AutoModelForSequenceClassification.from_pretrained(
         str(backbone),
-        num_labels=len(GRADE_LABELS),
-        id2label=GRADE_LABELS,
-        label2id={name: grade for grade, name in GRADE_LABELS.items()},
+        num_labels=len(labels),
+        id2label=labels,
+        label2id={name: index for index, name in labels.items()},
         dtype=dtype,
     )
     model.config.pad_token_id = tokenizer.pad_token_id

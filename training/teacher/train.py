@@ -8,9 +8,13 @@ and rank 0 alone writes checkpoints.
 
 The loss is the cross-entropy against the raters' grade distribution (Walmart's
 "classification with soft targets"); a one-hot distribution makes it ordinary hard-label
-training. A generative teacher is trained on prompt -> rationale -> ``Grade: g`` with the
-same soft loss on the grade token, plus the LM loss on the rationale and on the majority
-grade's token, so free decoding writes a grade (see ``explain.py``).
+training. A classifier also trains three rationale heads (category / brand / attribute
+match, ``rationale_weight`` times their cross-entropy against the judgments' rationale
+fields, a field the judgment lacks masked), so every label it publishes carries rationale
+distributions for the students' chain-of-thought loss. A generative teacher is trained
+on prompt -> rationale -> ``Grade: g`` with the same soft loss on the grade token, plus
+the LM loss on the rationale and on the majority grade's token, so free decoding writes
+a grade (see ``explain.py``).
 
 The loop itself (precision, accumulation, resume state, early stopping, progress,
 prefetching) is ``training/loop.py``; this module supplies the batches, the loss and
@@ -38,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from contracts.artifacts import TeacherSpec, write_teacher_spec
-from contracts.schema import NUM_GRADES, Split
+from contracts.schema import NUM_GRADES, NUM_MATCH, RATIONALE_FIELDS, Match, Split
 from training.loop import (
     DeviceSetup,
     Evaluation,
@@ -73,6 +77,11 @@ class Encoded:
     target: np.ndarray
     lm_labels: list[int] | None = None
     grade_position: int | None = None
+    # Classifier rationale heads: the judgment's Match value per field, IGNORE if unknown.
+    rationale: list[int] | None = None
+
+
+IGNORE = -100
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -103,13 +112,18 @@ def encode(
         if tokens is None:
             text = render(template, pair.query, pair.product)
             ids = tokenizer(text, truncation=True, max_length=config.max_length)["input_ids"]
-            encoded.append(Encoded(ids, target))
+            rationale = (
+                [IGNORE if value is None else int(value) for value in pair.rationale]
+                if config.rationale_weight > 0
+                else None
+            )
+            encoded.append(Encoded(ids, target, rationale=rationale))
             continue
         variants = [(False, "")]
         if with_rationale:
-            reasoning = explain.rationale_text(
-                pair.category_match, pair.brand_match, pair.attribute_match
-            )
+            # The reasoning text needs a value per field: an unknown one reads "not stated".
+            fields = [Match.NOT_STATED if value is None else value for value in pair.rationale]
+            reasoning = explain.rationale_text(*fields)
             variants.append((True, reasoning))
         for step_by_step, reasoning in variants:
             prompt = explain.prompt_ids(
@@ -141,19 +155,38 @@ def collate(examples: Sequence[Encoded], pad_id: int, pad_multiple: int = 1) -> 
             labels[row, : len(example.input_ids)] = torch.tensor(example.lm_labels)
         batch["lm_labels"] = labels
         batch["grade_position"] = torch.tensor([e.grade_position for e in examples])
+    if examples[0].rationale is not None:
+        batch["rationale"] = torch.tensor([e.rationale for e in examples], dtype=torch.long)
     return batch
 
 
-class GradeHead:
-    """Maps a model's output to grade logits [batch, NUM_GRADES] (+ an LM loss term)."""
+def rationale_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the rationale heads' logits [batch, fields, NUM_MATCH] over the
+    known fields of ``targets`` [batch, fields]; zero (with a graph) when none is known."""
+    flat, wanted = logits.float().flatten(0, 1), targets.flatten()
+    if not (wanted != IGNORE).any():
+        return flat.sum() * 0.0
+    return F.cross_entropy(flat, wanted, ignore_index=IGNORE)
 
-    def __init__(self, tokens: explain.GradeTokens | None) -> None:
+
+class GradeHead:
+    """Maps a model's output to grade logits [batch, NUM_GRADES] plus an auxiliary loss:
+    the LM loss of a generative teacher, the rationale heads' loss of a classifier."""
+
+    def __init__(self, tokens: explain.GradeTokens | None, rationale_weight: float = 0.0) -> None:
         self.tokens = tokens
+        self.rationale_weight = rationale_weight
+        self.aux_name = "rationale" if tokens is None else "lm"
 
     def __call__(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         if self.tokens is None:
-            return out.logits, torch.zeros((), device=out.logits.device)
+            grade_logits = out.logits[:, :NUM_GRADES]
+            if self.rationale_weight <= 0 or "rationale" not in batch:
+                return grade_logits, torch.zeros((), device=out.logits.device)
+            heads = out.logits[:, NUM_GRADES:].reshape(-1, len(RATIONALE_FIELDS), NUM_MATCH)
+            aux = self.rationale_weight * rationale_loss(heads, batch["rationale"])
+            return grade_logits, aux
         logits = out.logits
         rows = torch.arange(logits.shape[0], device=logits.device)
         grade_ids = torch.tensor(self.tokens.grades, device=logits.device)
@@ -332,10 +365,10 @@ class _TeacherTask:
     def loss(self, batch: Batch) -> StepLoss:
         batch = to_device(batch, self.setup.device)
         with self.setup.autocast():
-            grade_logits, lm_loss = self.head(self.wrapped, batch)
+            grade_logits, aux_loss = self.head(self.wrapped, batch)
         grade_loss = soft_cross_entropy(grade_logits, batch["target"])
-        parts = {"grade": grade_loss.detach(), "lm": lm_loss.detach()}
-        return StepLoss(grade_loss + lm_loss, parts, len(batch["target"]))
+        parts = {"grade": grade_loss.detach(), self.head.aux_name: aux_loss.detach()}
+        return StepLoss(grade_loss + aux_loss, parts, len(batch["target"]))
 
     def dev_logits(self) -> torch.Tensor:
         return predict(
@@ -382,8 +415,12 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
     # LoRA freezes the base: keep it in half precision to fit large LLMs; full
     # fine-tuning keeps fp32 master weights and autocasts.
     load_dtype = setup.dtype if config.lora and setup.dtype != torch.float32 else None
-    loader = load_causal_lm if generative else load_classifier
-    model: torch.nn.Module = loader(config.backbone, tokenizer, load_dtype)
+    rationale_heads = not generative and config.rationale_weight > 0
+    model: torch.nn.Module = (
+        load_causal_lm(config.backbone, tokenizer, load_dtype)
+        if generative
+        else load_classifier(config.backbone, tokenizer, load_dtype, rationale_heads)
+    )
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         if config.lora:
@@ -392,7 +429,7 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
         model = _attach_lora(model, config)
     model.to(device)
     tokens = explain.GradeTokens.from_tokenizer(tokenizer) if generative else None
-    head = GradeHead(tokens)
+    head = GradeHead(tokens, config.rationale_weight if rationale_heads else 0.0)
 
     train_pairs = load_split(
         config.dataset_dir, Split.TRAIN, config.max_train_examples, config.seed
@@ -470,6 +507,7 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
         "template": template,
         "max_length": config.max_length,
         "temperature": temperature,
+        "rationale_heads": rationale_heads,
         "calibration": {
             "method": "temperature scaling on dev (soft cross-entropy)",
             "dev_pairs": len(dev_pairs),

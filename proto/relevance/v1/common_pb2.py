@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19relevance/v1/common.proto\x12\x0crelevance.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05\x62rand\x18\x05 \x01(\t\x12\x39\n\nattributes\x18\x06 \x03(\x0b\x32%.relevance.v1.Product.AttributesEntry\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x08 \x03(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb0\x01\n\tRationale\x12\x31\n\x0e\x63\x61tegory_match\x18\x01 \x01(\x0e\x32\x19.relevance.v1.MatchStatus\x12.\n\x0b\x62rand_match\x18\x02 \x01(\x0e\x32\x19.relevance.v1.MatchStatus\x12\x32\n\x0f\x61ttribute_match\x18\x03 \x01(\x0e\x32\x19.relevance.v1.MatchStatus\x12\x0c\n\x04text\x18\x04 \x01(\t\"\"\n\x11GradeDistribution\x12\r\n\x05probs\x18\x01 \x03(\x02\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"`\n\tEventMeta\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08producer\x18\x02 \x01(\t\x12/\n\x0bproduced_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*^\n\x0bMatchStatus\x12\x1c\n\x18MATCH_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12MATCH_STATUS_MATCH\x10\x01\x12\x19\n\x15MATCH_STATUS_MISMATCH\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19relevance/v1/common.proto\x12\x0crelevance.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05\x62rand\x18\x05 \x01(\t\x12\x39\n\nattributes\x18\x06 \x03(\x0b\x32%.relevance.v1.Product.AttributesEntry\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x08 \x03(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf6\x01\n\tRationale\x12\x31\n\x0e\x63\x61tegory_match\x18\x01 \x01(\x0e\x32\x19.relevance.v1.MatchStatus\x12.\n\x0b\x62rand_match\x18\x02 \x01(\x0e\x32\x19.relevance.v1.MatchStatus\x12\x32\n\x0f\x61ttribute_match\x18\x03 \x01(\x0e\x32\x19.relevance.v1.MatchStatus\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61tegory_probs\x18\x05 \x03(\x02\x12\x13\n\x0b\x62rand_probs\x18\x06 \x03(\x02\x12\x17\n\x0f\x61ttribute_probs\x18\x07 \x03(\x02\"\"\n\x11GradeDistribution\x12\r\n\x05probs\x18\x01 \x03(\x02\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"`\n\tEventMeta\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08producer\x18\x02 \x01(\t\x12/\n\x0bproduced_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*^\n\x0bMatchStatus\x12\x1c\n\x18MATCH_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12MATCH_STATUS_MATCH\x10\x01\x12\x19\n\x15MATCH_STATUS_MISMATCH\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRODUCT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_MATCHSTATUS']._serialized_start=683
-  _globals['_MATCHSTATUS']._serialized_end=777
+  _globals['_MATCHSTATUS']._serialized_start=753
+  _globals['_MATCHSTATUS']._serialized_end=847
   _globals['_PRODUCT']._serialized_start=77
   _globals['_PRODUCT']._serialized_end=325
   _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_start=276
   _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_end=325
   _globals['_RATIONALE']._serialized_start=328
-  _globals['_RATIONALE']._serialized_end=504
-  _globals['_GRADEDISTRIBUTION']._serialized_start=506
-  _globals['_GRADEDISTRIBUTION']._serialized_end=540
-  _globals['_MODELREF']._serialized_start=542
-  _globals['_MODELREF']._serialized_end=583
-  _globals['_EVENTMETA']._serialized_start=585
-  _globals['_EVENTMETA']._serialized_end=681
+  _globals['_RATIONALE']._serialized_end=574
+  _globals['_GRADEDISTRIBUTION']._serialized_start=576
+  _globals['_GRADEDISTRIBUTION']._serialized_end=610
+  _globals['_MODELREF']._serialized_start=612
+  _globals['_MODELREF']._serialized_end=653
+  _globals['_EVENTMETA']._serialized_start=655
+  _globals['_EVENTMETA']._serialized_end=751
 # @@protoc_insertion_point(module_scope)

@@ -47,16 +47,22 @@ class Product(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., title: _Optional[str] = ..., product_type: _Optional[str] = ..., category: _Optional[str] = ..., brand: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Rationale(_message.Message):
-    __slots__ = ("category_match", "brand_match", "attribute_match", "text")
+    __slots__ = ("category_match", "brand_match", "attribute_match", "text", "category_probs", "brand_probs", "attribute_probs")
     CATEGORY_MATCH_FIELD_NUMBER: _ClassVar[int]
     BRAND_MATCH_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTE_MATCH_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_PROBS_FIELD_NUMBER: _ClassVar[int]
+    BRAND_PROBS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_PROBS_FIELD_NUMBER: _ClassVar[int]
     category_match: MatchStatus
     brand_match: MatchStatus
     attribute_match: MatchStatus
     text: str
-    def __init__(self, category_match: _Optional[_Union[MatchStatus, str]] = ..., brand_match: _Optional[_Union[MatchStatus, str]] = ..., attribute_match: _Optional[_Union[MatchStatus, str]] = ..., text: _Optional[str] = ...) -> None: ...
+    category_probs: _containers.RepeatedScalarFieldContainer[float]
+    brand_probs: _containers.RepeatedScalarFieldContainer[float]
+    attribute_probs: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, category_match: _Optional[_Union[MatchStatus, str]] = ..., brand_match: _Optional[_Union[MatchStatus, str]] = ..., attribute_match: _Optional[_Union[MatchStatus, str]] = ..., text: _Optional[str] = ..., category_probs: _Optional[_Iterable[float]] = ..., brand_probs: _Optional[_Iterable[float]] = ..., attribute_probs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GradeDistribution(_message.Message):
     __slots__ = ("probs",)

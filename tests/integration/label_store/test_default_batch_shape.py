@@ -1,6 +1,6 @@
 """The demo's default batch shape end to end (issue 18's stall): 400 candidate batches of
 12 published at once, labeled by a tiny teacher through the labeling workers' consumer,
-all 4,800 pairs stored by the label store.
+all 4,800 pairs stored by the label store, each with the teacher's rationale distributions.
 
 The stall came from the labeling consumer taking every waiting batch into one step
 (up to 500 batches, 6,000 pairs) and publishing nothing until the step ended, while the
@@ -37,10 +37,13 @@ class CountingLabeler:
     def __init__(self, teacher: TeacherLabeler) -> None:
         self.teacher, self.name, self.version = teacher, teacher.name, teacher.version
         self.steps: list[int] = []
+        self.with_rationale = 0
 
     def label(self, pairs, explain: bool = False):
         self.steps.append(len(pairs))
-        return self.teacher.label(pairs, explain)
+        labels = self.teacher.label(pairs, explain)
+        self.with_rationale += sum(label.rationale is not None for label in labels)
+        return labels
 
 
 def test_every_pair_of_the_default_batch_shape_is_labeled_and_stored(
@@ -83,3 +86,9 @@ def test_every_pair_of_the_default_batch_shape_is_labeled_and_stored(
     assert snapshot is not None
     mine = snapshot.labels(["query_id"]).column(0).to_pylist()
     assert sum(q.startswith(run) for q in mine) == BATCHES * PER_BATCH
+    # The classifier teacher's rationale heads give every label its chain-of-thought
+    # targets: labels published with rationales = rows stored with them.
+    assert labeler.with_rationale == BATCHES * PER_BATCH
+    assert snapshot.counts["teacher_labels_with_rationale"] == labeler.with_rationale
+    stored_probs = snapshot.teacher_labels().column("attribute_match_probs")
+    assert stored_probs.null_count == 0

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from relevance.v1 import common_pb2, topics_pb2
 
 from contracts.label_snapshots import SnapshotNotFound
+from contracts.schema import RATIONALE_PROBS_FIELDS
 from contracts.topics import pair_key
 from services.core import bus
 from services.label_store.store import LabelStore
@@ -71,7 +73,12 @@ def test_redelivered_batches_keep_one_row_per_pair_and_teacher_version(tmp_path:
     assert snap is not None and snap.id == "000001"
     rows = {(x.query_id, x.product_id, x.teacher_version) for x in snap.iter_labels()}
     assert rows == {("q1", "p1", "v1"), ("q1", "p2", "v1"), ("q1", "p1", "v2")}
-    assert snap.counts == {"labels": 3, "teacher_labels": 2, "products": 0}
+    assert snap.counts == {
+        "labels": 3,
+        "teacher_labels": 2,
+        "teacher_labels_with_rationale": 0,
+        "products": 0,
+    }
     newest = {r["product_id"]: r for r in snap.teacher_labels().to_pylist()}
     assert newest["p1"]["teacher_version"] == "v2"
     assert newest["p1"]["grade_probs"] == pytest.approx([0.0, 0.0, 0.2, 0.8])
@@ -131,4 +138,83 @@ def test_an_empty_store_has_no_snapshot_until_the_first_cut(tmp_path: Path) -> N
     with pytest.raises(SnapshotNotFound, match="relkd labels snapshot"):
         LabelStore(tmp_path).open()
     snap = cut_snapshot(tmp_path)
-    assert snap is not None and snap.counts == {"labels": 0, "teacher_labels": 0, "products": 0}
+    assert snap is not None and snap.counts == {
+        "labels": 0,
+        "teacher_labels": 0,
+        "teacher_labels_with_rationale": 0,
+        "products": 0,
+    }
+
+
+def with_rationale(record: topics_pb2.LabelRecord, **probs: list[float]) -> topics_pb2.LabelRecord:
+    """``record`` with a rationale: ``category=[...]`` etc., each field's value its argmax."""
+    rationale = common_pb2.Rationale()
+    for field, values in probs.items():
+        getattr(rationale, f"{field}_probs").extend(values)
+        setattr(rationale, f"{field}_match", max(range(len(values)), key=values.__getitem__))
+    record.rationale.CopyFrom(rationale)
+    return record
+
+
+def test_rationale_distributions_are_kept_and_counted(tmp_path: Path) -> None:
+    full = {"category": [0.1, 0.8, 0.1], "brand": [0.7, 0.2, 0.1], "attribute": [0.2, 0.2, 0.6]}
+    published = [
+        with_rationale(label("q1", "p1", "v1", [0.1, 0.1, 0.1, 0.7], 100), **full),
+        # A field the teacher gave no distribution for stays missing.
+        with_rationale(label("q1", "p2", "v1", [0.7, 0.1, 0.1, 0.1], 100), category=[0, 0, 1.0]),
+        label("q1", "p3", "v1", [0.7, 0.1, 0.1, 0.1], 100),  # no rationale at all
+    ]
+    assert LabelsHandler(tmp_path)(deliveries(*published)) == []
+    snap = cut_snapshot(tmp_path)
+    assert snap is not None
+    with_any = sum(1 for record in published if record.HasField("rationale"))
+    assert snap.counts["teacher_labels_with_rationale"] == with_any == 2
+    rows = {r["product_id"]: r for r in snap.teacher_labels().to_pylist()}
+    assert rows["p1"]["category_match"] == 1 and rows["p1"]["attribute_match"] == 2
+    for field, values in full.items():
+        assert rows["p1"][f"{field}_match_probs"] == pytest.approx(values)
+    assert rows["p2"]["category_match_probs"] == pytest.approx([0, 0, 1])
+    assert rows["p2"]["brand_match_probs"] is None
+    # Missing is null, never NOT_STATED (0): the students mask it.
+    assert {k: rows["p3"][k] for k in ("category_match", "category_match_probs")} == {
+        "category_match": None,
+        "category_match_probs": None,
+    }
+    by_pair = {x.product_id: x for x in snap.iter_labels()}
+    assert by_pair["p1"].brand_match_probs == pytest.approx(tuple(full["brand"]))
+    assert by_pair["p3"].category_match is None and by_pair["p3"].brand_match_probs is None
+
+
+@pytest.mark.parametrize(
+    ("probs", "problem"),
+    [
+        ({"brand": [0.5, 0.5]}, "rationale.brand_probs: expected 3 probabilities, got 2"),
+        ({"attribute": [0.5, 0.6, 0.1]}, "rationale.attribute_probs: not a distribution"),
+    ],
+)
+def test_a_bad_rationale_distribution_is_rejected_naming_the_field(
+    tmp_path: Path, probs: dict[str, list[float]], problem: str
+) -> None:
+    record = with_rationale(label("q1", "p1", "v1", [0.1, 0.1, 0.1, 0.7], 100), **probs)
+    rejected = LabelsHandler(tmp_path)(deliveries(record))
+    assert len(rejected) == 1 and rejected[0].reason.startswith(problem)
+    assert pending(tmp_path).labels == 0
+
+
+def test_a_snapshot_cut_before_the_distributions_existed_still_reads(tmp_path: Path) -> None:
+    """Stores written by the previous release lack the *_probs columns: they read as
+    missing, and the next cut carries the old rows forward with nulls there."""
+    LabelsHandler(tmp_path)(deliveries(label("q1", "p1", "v1", [0.1, 0.1, 0.1, 0.7], 100)))
+    old = cut_snapshot(tmp_path)
+    assert old is not None
+    for name in ("labels.parquet", "teacher_labels.parquet"):
+        path = old.path / name
+        table = pq.read_table(path)
+        path.chmod(0o644)
+        pq.write_table(table.drop_columns(list(RATIONALE_PROBS_FIELDS)), path)
+    assert old.teacher_labels().column("brand_match_probs").null_count == 1
+    assert next(old.iter_labels()).category_match_probs is None
+    LabelsHandler(tmp_path)(deliveries(label("q1", "p2", "v1", [0.7, 0.1, 0.1, 0.1], 200)))
+    new = cut_snapshot(tmp_path)
+    assert new is not None and new.counts["teacher_labels"] == 2
+    assert new.counts["teacher_labels_with_rationale"] == 0

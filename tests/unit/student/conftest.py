@@ -36,9 +36,27 @@ def _probs(grade: int) -> list[float]:
     return (probs / probs.sum()).tolist()
 
 
+def _teacher_rationale(truth: dict[str, int], stated: bool) -> dict[str, object]:
+    """What the label store keeps of a teacher label's rationale: a classifier teacher
+    with rationale heads gives a distribution per field (most mass on the true value)
+    and its argmax; a teacher without heads gives nulls (missing, not NOT_STATED)."""
+    columns: dict[str, object] = {}
+    for field, probs_field in zip(
+        schema.RATIONALE_FIELDS, schema.RATIONALE_PROBS_FIELDS, strict=True
+    ):
+        if not stated:
+            columns[field], columns[probs_field] = None, None
+            continue
+        probs = np.full(schema.NUM_MATCH, 0.1, dtype=np.float32)
+        probs[truth[field]] = 0.8
+        columns[field], columns[probs_field] = truth[field], probs.tolist()
+    return columns
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """18 queries (type x brand): 8 train, 4 dev, 2 test, 4 unlabeled with teacher labels."""
+    """18 queries (type x brand): 8 train, 4 dev, 2 test, 4 unlabeled with teacher labels
+    (rationale distributions on three of them, none on the last)."""
     root = tmp_path_factory.mktemp("dataset")
     products = [
         {"product_id": f"p-{t}-{b}", "title": f"{b} {t}", "product_type": t, "brand": b}
@@ -54,16 +72,21 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for p in products:
             grade = _grade(t, b, p["product_type"], p["brand"])
             rationale = {
-                "category_match": int(schema.Match.MATCH if p["product_type"] == t else 2),
-                "brand_match": int(schema.Match.MATCH if p["brand"] == b else 2),
+                "category_match": int(
+                    schema.Match.MATCH if p["product_type"] == t else schema.Match.MISMATCH
+                ),
+                "brand_match": int(
+                    schema.Match.MATCH if p["brand"] == b else schema.Match.MISMATCH
+                ),
                 "attribute_match": int(schema.Match.NOT_STATED),
             }
-            row = {"query_id": f"q{i}", "product_id": p["product_id"], **rationale}
+            row = {"query_id": f"q{i}", "product_id": p["product_id"]}
             if splits[i] == "unlabeled":
                 probs = _probs(grade)
                 labels.append(
                     {
                         **row,
+                        **_teacher_rationale(rationale, stated=i != len(splits) - 1),
                         "query": f"{b} {t}",
                         "grade_probs": probs,
                         "expected_score": float(np.dot(probs, np.arange(4))),
@@ -73,7 +96,13 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 )
             else:
                 judgments.append(
-                    {**row, "grade": grade, "grade_probs": _probs(grade), "num_raters": 3}
+                    {
+                        **row,
+                        **rationale,
+                        "grade": grade,
+                        "grade_probs": _probs(grade),
+                        "num_raters": 3,
+                    }
                 )
     # The teacher also labeled a dev query: training must not see it.
     labels.append({**labels[0], "query_id": "q8"})

@@ -145,3 +145,32 @@ def test_teacher_labels_come_from_a_pinned_label_store_snapshot(
     }
     with pytest.raises(LookupError, match="snapshot: '9'"):
         load_training_set(pinned.model_copy(update={"snapshot": "9"}))
+
+
+def test_rationale_targets_are_one_hot_judgments_soft_labels_or_missing(
+    tiny_config: StudentTrainConfig,
+):
+    from training.data.storage import read_table
+
+    data = load_training_set(tiny_config)
+    labels = [
+        row
+        for row in read_table(tiny_config.dataset_dir, "teacher_labels").to_pylist()
+        if row["query_id"] != "q8"  # the dev query's label is dropped
+    ]
+    stated = {(r["query_id"], r["product_id"]): r for r in labels if r["brand_match_probs"]}
+    for e in data.examples:
+        if e.source == HUMAN:
+            # The judgments' fields are all stated: one-hot targets.
+            assert e.rationale_known.all() and (e.rationale.max(-1) == 1.0).all()
+        elif (e.query_id, e.product_id) in stated:
+            row = stated[(e.query_id, e.product_id)]
+            assert e.rationale_known.all()
+            assert e.rationale[1] == pytest.approx(row["brand_match_probs"])
+        else:
+            # A teacher label without distributions: missing, not a NOT_STATED target.
+            assert not e.rationale_known.any() and not e.rationale.any()
+    # Counts: the examples with targets are the labels that carry them.
+    assert data.rationale_examples(TEACHER) == len(stated) > 0
+    assert data.rationale_examples(HUMAN) == sum(e.source == HUMAN for e in data.examples)
+    assert sum(e.source == TEACHER for e in data.examples) == len(labels) > len(stated)

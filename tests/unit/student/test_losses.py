@@ -20,7 +20,8 @@ def _targets(scores: list[float], pairs: list[list[int]]) -> Targets:
     return Targets(
         scores=torch.tensor(scores),
         grade_probs=torch.full((n, 4), 0.25),
-        rationale=torch.zeros(n, 3, dtype=torch.long),
+        rationale=torch.nn.functional.one_hot(torch.zeros(n, 3, dtype=torch.long), 3).float(),
+        rationale_known=torch.ones(n, 3, dtype=torch.bool),
         pairs=torch.tensor(pairs),
     )
 
@@ -66,6 +67,67 @@ def test_rationale_loss_rewards_the_right_class():
     loss = RationaleLoss()
     assert loss(StudentOutput(torch.zeros(1), None, right), targets).item() < 1e-3
     assert loss(StudentOutput(torch.zeros(1), None, wrong), targets).item() > 5
+
+
+def _rationale_targets(probs: torch.Tensor, known: torch.Tensor) -> Targets:
+    n = probs.shape[0]
+    return Targets(
+        scores=torch.zeros(n),
+        grade_probs=torch.full((n, 4), 0.25),
+        rationale=probs,
+        rationale_known=known,
+        pairs=torch.zeros(0, 2, dtype=torch.long),
+    )
+
+
+def test_rationale_loss_is_the_kl_to_soft_targets():
+    probs = torch.tensor([[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [1.0, 0.0, 0.0]]])
+    logits = torch.tensor([[[1.0, 0.0, -1.0], [0.0, 2.0, 0.0], [0.5, 0.5, 0.5]]])
+    loss = RationaleLoss()(
+        StudentOutput(torch.zeros(1), None, logits),
+        _rationale_targets(probs, torch.ones(1, 3, dtype=torch.bool)),
+    )
+    q = logits.softmax(-1)
+    expected = (probs * (probs.clamp_min(1e-30).log() - q.log())).sum(-1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    # At the target distribution it is zero; for one-hot targets it is the cross-entropy.
+    at_target = RationaleLoss()(
+        StudentOutput(torch.zeros(1), None, probs.clamp_min(1e-12).log()),
+        _rationale_targets(probs, torch.ones(1, 3, dtype=torch.bool)),
+    )
+    assert at_target.item() == pytest.approx(0.0, abs=1e-6)
+    hard = torch.nn.functional.one_hot(torch.tensor([[1, 2, 0]]), 3).float()
+    ce = torch.nn.functional.cross_entropy(logits[0], torch.tensor([1, 2, 0]))
+    one_hot_loss = RationaleLoss()(
+        StudentOutput(torch.zeros(1), None, logits),
+        _rationale_targets(hard, torch.ones(1, 3, dtype=torch.bool)),
+    )
+    assert one_hot_loss.item() == pytest.approx(ce.item(), rel=1e-6)
+
+
+def test_a_masked_rationale_target_contributes_no_gradient():
+    probs = torch.tensor([[[0.1, 0.8, 0.1]] * 3, [[1.0, 0.0, 0.0]] * 3])
+    known = torch.tensor([[True, False, True], [False, False, False]])
+    logits = torch.randn(2, 3, 3, requires_grad=True)
+    loss = RationaleLoss()(
+        StudentOutput(torch.zeros(2), None, logits), _rationale_targets(probs, known)
+    )
+    loss.backward()
+    assert logits.grad is not None
+    assert logits.grad[~known].abs().sum().item() == 0.0
+    assert (logits.grad[known].abs().sum(-1) > 0).all()
+    # The mean runs over the known fields only: the same as a batch of just those.
+    alone = RationaleLoss()(
+        StudentOutput(torch.zeros(1), None, logits[:1, [0, 2]].detach()),
+        _rationale_targets(probs[:1, [0, 2]], torch.ones(1, 2, dtype=torch.bool)),
+    )
+    assert loss.item() == pytest.approx(alone.item(), rel=1e-6)
+    # Nothing known: zero, still differentiable.
+    none = RationaleLoss()(
+        StudentOutput(torch.zeros(2), None, logits),
+        _rationale_targets(probs, torch.zeros(2, 3, dtype=torch.bool)),
+    )
+    assert none.item() == 0.0 and none.requires_grad
 
 
 def test_combined_weights_and_disabled_losses():

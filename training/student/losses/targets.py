@@ -11,7 +11,9 @@ import torch
 class Targets:
     scores: torch.Tensor  # [n] expected grade
     grade_probs: torch.Tensor  # [n, NUM_GRADES]
-    rationale: torch.Tensor  # [n, len(RATIONALE_FIELDS)] Match values (int64)
+    # [n, len(RATIONALE_FIELDS), NUM_MATCH] target distribution over the Match values
+    rationale: torch.Tensor
+    rationale_known: torch.Tensor  # bool [n, len(RATIONALE_FIELDS)]: False = missing
     pairs: torch.Tensor  # [p, 2] indices into the n examples, same query per pair
 
     def to(self, device: torch.device | str) -> Targets:
@@ -19,6 +21,7 @@ class Targets:
             scores=self.scores.to(device, non_blocking=True),
             grade_probs=self.grade_probs.to(device, non_blocking=True),
             rationale=self.rationale.to(device, non_blocking=True),
+            rationale_known=self.rationale_known.to(device, non_blocking=True),
             pairs=self.pairs.to(device, non_blocking=True),
         )
 
@@ -28,5 +31,6 @@ class Targets:
             scores=self.scores.pin_memory(),
             grade_probs=self.grade_probs.pin_memory(),
             rationale=self.rationale.pin_memory(),
+            rationale_known=self.rationale_known.pin_memory(),
             pairs=self.pairs.pin_memory(),
         )
