@@ -440,6 +440,11 @@ class ConsumerLoop(Generic[M]):
                 if not self._paused_wait(delay):
                     # Stopping: leave the batch uncommitted for the partition's next owner.
                     return
+                if self._rebalances.kept:
+                    # The group rebalanced during the wait (a broker restart makes it):
+                    # the batch stays uncommitted and run() restarts the kept partitions
+                    # from the group's commits, which a restarted broker may have lost.
+                    return
                 owned = self._consumer.assignment()
                 polled = {tp: records for tp, records in polled.items() if tp in owned}
                 if not any(polled.values()):
