@@ -100,6 +100,13 @@ class TeacherLabelingSettings(BaseSettings):
         description="Token budget of one teacher forward pass (rows x padded length); 0 sizes "
         "it from the device's free memory when the teacher loads (a CPU gets 16384).",
     )
+    teacher_explain: bool = Field(
+        True,
+        description="Candidate topic: ask a generative teacher for its step-by-step judgment "
+        "(four scoring passes per pair instead of one), so its labels carry rationale "
+        "distributions and relkd_teacher_explained_pairs_total counts the malformed share. A "
+        "classifier teacher gives its rationale heads' distributions either way.",
+    )
     teacher_poll_batches: int = Field(
         16,
         ge=1,
@@ -269,9 +276,15 @@ class TeacherLabelingServicer(teacher_labeling_pb2_grpc.TeacherLabelingServicer)
 class CandidateLabelingHandler:
     """The consumer side: labels candidate batches and publishes one label per pair."""
 
-    def __init__(self, labeler: Labeler | ReloadingLabeler, publisher: bus.Publisher) -> None:
+    def __init__(
+        self,
+        labeler: Labeler | ReloadingLabeler,
+        publisher: bus.Publisher,
+        explain: bool = True,
+    ) -> None:
         self.labeler = labeler
         self.publisher = publisher
+        self.explain = explain
 
     def __call__(
         self, deliveries: Sequence[bus.Delivery[topics_pb2.CandidateBatch]]
@@ -287,7 +300,9 @@ class CandidateLabelingHandler:
         if pairs:
             labeler = current_labeler(self.labeler)
             teacher = ModelRef(name=labeler.name, version=labeler.version).to_proto()
-            labels = labeler.label([(batch.query, product_row(p)) for batch, p in pairs])
+            labels = label_pairs(
+                labeler, [(batch.query, product_row(p)) for batch, p in pairs], self.explain
+            )
             PAIRS_LABELED.labels("topic").inc(len(pairs))
             BATCH_PAIRS.observe(len(pairs))
             for (batch, product), label in zip(pairs, labels, strict=True):
@@ -346,7 +361,7 @@ def labeling_loop(
         settings,
         CANDIDATES,
         own.teacher_group,
-        CandidateLabelingHandler(labeler, publisher),
+        CandidateLabelingHandler(labeler, publisher, own.teacher_explain),
         publisher,
         max_poll_records=own.teacher_poll_batches,
     )
