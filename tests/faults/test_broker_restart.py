@@ -118,3 +118,51 @@ def test_noida_killed_and_restarted_every_input_is_processed(tmp_path: Path) -> 
         publisher.close()
         broker.stop()
     assert not thread.is_alive()
+
+
+def test_noida_restarted_empty_while_a_batch_retries_skips_no_new_input(tmp_path: Path) -> None:
+    """The batch in flight cannot be delivered while noida is down, so it is retried; the
+    restarted, empty noida numbers new inputs from 0 again. The retry must not commit the
+    old batch's offsets over them (the group rebalances meanwhile: the loop goes back to
+    the group's commits instead)."""
+    run, port = run_id(), free_port()
+    broker = EmbeddedBroker("noida", port=port, data_dir=tmp_path).start()
+    create_topics(broker.bootstrap)
+    # Waits between retries long enough for the consumer to rejoin the restarted broker
+    # within one: the retry then runs as a member of the new group generation.
+    settings = fault_settings(
+        broker.bootstrap, bus_retry_backoff_s=2.5, bus_retry_backoff_max_s=2.5
+    )
+    publisher = bus.Publisher(settings)
+    echo = EchoLabeler(publisher)
+    in_batch, go_on = threading.Event(), threading.Event()
+
+    def gated(deliveries):
+        in_batch.set()
+        go_on.wait(30)
+        return echo(deliveries)
+
+    group = f"noida-retry-{run}"
+    loop = bus.ConsumerLoop(settings, CANDIDATES, group, gated, publisher)
+    thread = run_loop(loop)
+    try:
+        publish_candidates(settings, [f"{run}-old{i:02d}" for i in range(20)])
+        assert in_batch.wait(30)
+        _killed(broker)
+        (tmp_path / "kafka.json").unlink(missing_ok=True)
+        go_on.set()  # its labels cannot be delivered: the batch is retried
+        wait_for(lambda: loop.retries >= 1, 30, "a failed delivery")
+        broker = EmbeddedBroker("noida", port=port, data_dir=tmp_path).start()
+        fresh = [f"{run}-new{i:02d}" for i in range(30)]  # more than the old position
+        publish_candidates(settings, fresh)
+        wait_for(lambda: committed(broker.bootstrap, group) >= 30, 40, "the new inputs")
+        labels = {m.query_id for m in read_all(broker.bootstrap, LABELS)}
+        missing = set(fresh) - labels
+        assert not missing, f"{len(missing)} of 30 new inputs skipped"  # 30 in, 30 out
+    finally:
+        go_on.set()
+        loop.stop()
+        thread.join(30)
+        publisher.close()
+        broker.stop()
+    assert not thread.is_alive()
