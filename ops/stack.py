@@ -255,7 +255,7 @@ def up_command(
     from ops.served_models import MAKE_STUDENT, MAKE_TEACHER, discover
 
     # First: a stop request while things are still starting must stop what started.
-    _stop_on_signal()
+    stop_on_signal()
     settings = get_settings()
     configure_logging("relkd-up", settings.log_level)
     started = time.monotonic()
@@ -302,7 +302,7 @@ class StopRequested(BaseException):
     """SIGINT/SIGTERM reached `relkd up`: unwinds whatever it was doing, stopping all."""
 
 
-def _stop_on_signal() -> None:
+def stop_on_signal() -> None:
     """SIGINT/SIGTERM raise StopRequested once (later ones are ignored while stopping)."""
 
     def handler(signum: int, _frame: object) -> None:

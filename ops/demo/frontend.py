@@ -33,6 +33,7 @@ class GrpcStudentScorer:
         self.name = name
         self.timeout_s = timeout_s
         self.model = ""
+        self.serving_version = ""  # the model version that answered the last request
         self._channel = client_channel(address, get_settings())
         self._stub = student_inference_pb2_grpc.StudentInferenceStub(self._channel)
 
@@ -55,6 +56,7 @@ class GrpcStudentScorer:
             timeout=self.timeout_s,
         )
         # The training run that scored, and the Triton deployment that served it.
+        self.serving_version = reply.serving.version
         self.model = (
             f"{reply.model.name}:{reply.model.version} "
             f"(served by {reply.serving.backend} {reply.serving.model}:{reply.serving.version})"

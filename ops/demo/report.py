@@ -25,7 +25,7 @@ class ModelResult:
     latency_p99_ms: float
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """matplotlib's pyplot on the file-only Agg backend (no display on servers and CI).
 
     Imported on first plot so that loading the demo command stays fast.
@@ -38,7 +38,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _cell(text: str) -> str:
+def markdown_cell(text: str) -> str:
     """Text for a Markdown table cell: listing titles may contain `|`."""
     return text.replace("|", "\\|")
 
@@ -55,8 +55,9 @@ def results_table(results: Sequence[ModelResult]) -> str:
     for r in results:
         aug = "–" if r.augmented_queries is None else str(r.augmented_queries)
         lines.append(
-            f"| {_cell(r.model)} | {aug} | {_fmt(r.ndcg10)} | {_fmt(r.ndcg5)} | {_fmt(r.mrr)} | "
-            f"{_fmt(r.accuracy)} | {r.latency_p50_ms:.1f} | {r.latency_p99_ms:.1f} |"
+            f"| {markdown_cell(r.model)} | {aug} | {_fmt(r.ndcg10)} | {_fmt(r.ndcg5)} | "
+            f"{_fmt(r.mrr)} | {_fmt(r.accuracy)} | {r.latency_p50_ms:.1f} | "
+            f"{r.latency_p99_ms:.1f} |"
         )
     return "\n".join(lines)
 
@@ -77,7 +78,7 @@ def plot_scaling(results: Sequence[ModelResult], path: Path) -> None:
 
 
 def plot_latency_quality(results: Sequence[ModelResult], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in results:
         ax.scatter(r.latency_p50_ms, r.ndcg10, s=30)
@@ -176,7 +177,7 @@ def write_report(
             "| --- | --- | ---: | --- |",
         ]
         for e in served:
-            query, title = _cell(e["query"]), _cell(e["top_title"])
+            query, title = markdown_cell(e["query"]), markdown_cell(e["top_title"])
             parts.append(f"| {query} | {title} | {e['top_score']:.3f} | {e['model']} |")
     if notes:
         parts += ["", "## Notes", "", *[f"- {n}" for n in notes]]

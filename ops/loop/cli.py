@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ops.loop.demo import demo_command
 from services.controller.controller import Controller, LocalTrainer, TritonPromoter
 from services.controller.ledger import Decision, Ledger, RoundRecord
 from services.controller.settings import ControllerSettings, TrainerKind
@@ -27,12 +28,14 @@ from services.label_store.settings import LabelStoreSettings
 from services.label_store.store import LabelStore
 
 app = typer.Typer(help="The distillation loop: rounds, gate, ledger.", no_args_is_help=True)
+app.command("demo")(demo_command)
 console = Console()
 errors = Console(stderr=True)
 
 
-def build_controller(settings: ControllerSettings) -> Controller:
-    store = LabelStore(LabelStoreSettings().dir)
+def build_controller(settings: ControllerSettings, store: LabelStore | None = None) -> Controller:
+    """The controller `settings` describe, on `store` (default: RELKD_LABEL_STORE_DIR's)."""
+    store = store or LabelStore(LabelStoreSettings().dir)
     if settings.trainer == TrainerKind.KUBERNETES:
         from ops.jobs.launcher import JobLauncher, RunSpec
         from ops.jobs.settings import K8sSettings

@@ -164,7 +164,8 @@ class GateResult:
     serving_p99_ms: float | None
 
 
-def _per_query_ndcg(gate: GateSet, run: Mapping[str, Mapping[str, float]]) -> np.ndarray:
+def per_query_ndcg(gate: GateSet, run: Mapping[str, Mapping[str, float]]) -> np.ndarray:
+    """NDCG@10 of each gate query (sorted by query id; 0 for a query the run misses)."""
     per_query = metrics.ndcg_per_query(gate.qrels, run, K)
     return np.array([per_query.get(q, 0.0) for q in sorted(gate.qrels)])
 
@@ -184,7 +185,7 @@ def judge(
         ci = bootstrap_ci(values, rules.bootstrap_samples, rules.confidence, rules.seed + offset)
         return Metric(float(values.mean()), ci)
 
-    cand = _per_query_ndcg(gate, candidate_run)
+    cand = per_query_ndcg(gate, candidate_run)
     found: dict[str, Metric] = {f"candidate.{NDCG}": metric(cand, 0)}
     sources = np.array([gate.sources[q] for q in sorted(gate.qrels)])
     for source in (HUMAN, TRAFFIC):
@@ -193,7 +194,7 @@ def judge(
     failures: list[str] = []
     passes: list[str] = []
     if serving_run is not None:
-        serv = _per_query_ndcg(gate, serving_run)
+        serv = per_query_ndcg(gate, serving_run)
         found[f"serving.{NDCG}"] = metric(serv, 2)
         for source in (HUMAN, TRAFFIC):
             if (sources == source).any():

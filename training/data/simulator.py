@@ -33,7 +33,7 @@ import csv
 import itertools
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -626,6 +626,58 @@ def fleiss_kappa(shares: np.ndarray, raters: np.ndarray) -> float:
     return float((p_item - p_chance) / (1 - p_chance)) if p_chance < 1 else 1.0
 
 
+def judge_queries(
+    queries: Sequence[_Query],
+    query_ids: Sequence[str],
+    catalog: CatalogArrays,
+    pool: PoolShape,
+    pool_rng: np.random.Generator,
+    rater_rng: np.random.Generator,
+    raters: int = 5,
+    rater_noise: float = 0.15,
+    global_rows: np.ndarray | None = None,
+    on_query: Callable[[], None] | None = None,
+) -> tuple[pa.Table, np.ndarray]:
+    """The judgments table of ``queries`` (a pool of ``catalog`` products each, graded by
+    the rules and voted on by simulated raters) and the rule grades of its rows.
+
+    ``global_rows`` maps a row of ``catalog`` to the product's row in the whole catalog
+    its ids are numbered in, when ``catalog`` is a part of it (default: the same rows)."""
+    builder = _PoolBuilder(catalog, pool)
+    columns: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("q", "p", "grade", "cat", "brand", "attr")
+    }
+    for qi, query in enumerate(queries):
+        idx = builder.build(query.spec, query.anchor, pool_rng)
+        truth = judge(query.spec, catalog, idx)
+        columns["q"].append(np.full(len(idx), qi))
+        columns["p"].append(idx)
+        columns["grade"].append(truth.grade)
+        columns["cat"].append(truth.category_match)
+        columns["brand"].append(truth.brand_match)
+        columns["attr"].append(truth.attribute_match)
+        if on_query is not None:
+            on_query()
+    flat = {k: np.concatenate(v) for k, v in columns.items()}
+    votes = simulate_raters(flat["grade"], raters, rater_noise, rater_rng)
+    shares = vote_shares(votes)
+    hard = majority_grade(shares)
+    rows = flat["p"] if global_rows is None else global_rows[flat["p"]]
+    table = pa.table(
+        {
+            "query_id": [query_ids[q] for q in flat["q"]],
+            "product_id": [_product_id(int(p)) for p in rows],
+            "grade": hard,
+            "grade_probs": pa.FixedSizeListArray.from_arrays(shares.reshape(-1), NUM_GRADES),
+            "num_raters": np.full(len(hard), raters, dtype=np.int16),
+            "category_match": flat["cat"],
+            "brand_match": flat["brand"],
+            "attribute_match": flat["attr"],
+        }
+    )
+    return table, flat["grade"]
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -719,45 +771,19 @@ def simulate(
         )
 
         task = progress.add_task("judgments", total=num_queries)
-        builder = _PoolBuilder(catalog, pool)
-        pool_rng = np.random.default_rng([seed, 3])
-        columns: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("q", "p", "grade", "cat", "brand", "attr")
-        }
-        for qi, query in enumerate(labeled):
-            idx = builder.build(query.spec, query.anchor, pool_rng)
-            truth = judge(query.spec, catalog, idx)
-            columns["q"].append(np.full(len(idx), qi))
-            columns["p"].append(idx)
-            columns["grade"].append(truth.grade)
-            columns["cat"].append(truth.category_match)
-            columns["brand"].append(truth.brand_match)
-            columns["attr"].append(truth.attribute_match)
-            progress.update(task, advance=1)
-        flat = {k: np.concatenate(v) for k, v in columns.items()}
-        votes = simulate_raters(
-            flat["grade"], raters, rater_noise, np.random.default_rng([seed, 4])
+        judgments, rule_grades = judge_queries(
+            labeled,
+            query_ids,
+            catalog,
+            pool,
+            pool_rng=np.random.default_rng([seed, 3]),
+            rater_rng=np.random.default_rng([seed, 4]),
+            raters=raters,
+            rater_noise=rater_noise,
+            on_query=lambda: progress.update(task, advance=1),
         )
-        shares = vote_shares(votes)
-        hard = majority_grade(shares)
-        storage.write_table(
-            out,
-            "judgments",
-            pa.table(
-                {
-                    "query_id": [query_ids[q] for q in flat["q"]],
-                    "product_id": [_product_id(int(p)) for p in flat["p"]],
-                    "grade": hard,
-                    "grade_probs": pa.FixedSizeListArray.from_arrays(
-                        shares.reshape(-1), NUM_GRADES
-                    ),
-                    "num_raters": np.full(len(hard), raters, dtype=np.int16),
-                    "category_match": flat["cat"],
-                    "brand_match": flat["brand"],
-                    "attribute_match": flat["attr"],
-                }
-            ),
-        )
+        hard = judgments.column("grade").to_numpy()
+        storage.write_table(out, "judgments", judgments)
 
     storage.write_manifest(
         out,
@@ -774,10 +800,8 @@ def simulate(
             "query_mix": dict(query_mix),
             "query_lengths": {str(k): v for k, v in lengths.items()},
             # Only the simulator knows the rule grade; this is how often raters recover it.
-            "majority_matches_rules": float((hard == flat["grade"]).mean()),
-            "rule_grade_counts": {
-                str(g): int((flat["grade"] == g).sum()) for g in range(NUM_GRADES)
-            },
+            "majority_matches_rules": float((hard == rule_grades).mean()),
+            "rule_grade_counts": {str(g): int((rule_grades == g).sum()) for g in range(NUM_GRADES)},
         },
     )
     return out
