@@ -67,8 +67,11 @@ def build_gate_set(
     traffic_products: Mapping[str, Mapping[str, Any]],
 ) -> GateSet:
     """Human-judged `split` queries of `dataset_dir` plus the teacher-labeled
-    `traffic_labels` rows (query_id, query, product_id, expected_score)."""
+    `traffic_labels` rows (query_id, query, product_id, expected_score); a traffic
+    product's text comes from `traffic_products` (the label store's newest), else from
+    the dataset's catalog."""
     gate = GateSet()
+    traffic_labels = list(traffic_labels)
     queries = storage.read_table(dataset_dir, "queries", ["query_id", "query"], split).to_pylist()
     gate.queries = {q["query_id"]: q["query"] for q in queries}
     for j in storage.read_table(
@@ -76,17 +79,19 @@ def build_gate_set(
     ).to_pylist():
         gate.qrels.setdefault(j["query_id"], {})[j["product_id"]] = int(j["grade"])
         gate.sources[j["query_id"]] = HUMAN
-    wanted = {p for judged in gate.qrels.values() for p in judged}
-    gate.products = {
+    judged = {p for products in gate.qrels.values() for p in products}
+    wanted = judged | {label["product_id"] for label in traffic_labels}
+    catalog = {
         row["product_id"]: row
         for row in storage.read_table(dataset_dir, "products").to_pylist()
         if row["product_id"] in wanted
     }
+    gate.products = {pid: row for pid, row in catalog.items() if pid in judged}
     for label in traffic_labels:
         qid, pid = label["query_id"], label["product_id"]
         if qid in gate.sources and gate.sources[qid] == HUMAN:
             continue  # a human-judged query keeps its human grades
-        product = traffic_products.get(pid) or gate.products.get(pid)
+        product = traffic_products.get(pid) or catalog.get(pid)
         if product is None:
             raise ValueError(f"gate traffic label ({qid}, {pid}): product_id is not in products")
         gate.queries[qid] = label["query"]

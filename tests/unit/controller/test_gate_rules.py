@@ -89,3 +89,47 @@ def test_first_candidate_has_nothing_to_compare_with() -> None:
 
 def test_teacher_expected_score_rounds_to_a_grade() -> None:
     assert [grade_of(s) for s in (-0.2, 0.49, 0.5001, 2.6, 3.7)] == [0, 0, 1, 3, 3]
+
+
+def test_gate_set_takes_traffic_products_from_the_store_else_the_catalog(tmp_path) -> None:
+    from services.controller.gate import build_gate_set
+    from training.data import storage
+
+    dataset = tmp_path / "dataset"
+    catalog = [
+        {"product_id": f"p{i}", "title": title}
+        for i, title in enumerate(["acme sofa", "nova sofa", "acme lamp"])
+    ]
+    storage.write_manifest(dataset, source="gate-test")
+    storage.write_table(dataset, "products", catalog)
+    storage.write_table(
+        dataset, "queries", [{"query_id": "h1", "query": "acme sofa", "split": "test"}]
+    )
+    # The human test query judges p0 only: p1 and p2 are in the catalog, not in judgments.
+    storage.write_table(
+        dataset,
+        "judgments",
+        [{"query_id": "h1", "product_id": "p0", "grade": 3, "grade_probs": [0, 0, 0, 1]}],
+    )
+    label = {"query_id": "t1", "query": "nova couch", "expected_score": 2.6}
+    renamed = {"product_id": "p2", "title": "acme reading light"}
+    gate = build_gate_set(
+        dataset,
+        "test",
+        [
+            {**label, "product_id": "p1"},  # unchanged: the catalog's text
+            {**label, "product_id": "p2", "expected_score": 0.2},  # renamed: the store's text
+            {**label, "product_id": "p-new"},  # new: only in the store
+        ],
+        {"p2": renamed, "p-new": {"product_id": "p-new", "title": "kappa couch"}},
+    )
+    assert gate.sources == {"h1": HUMAN, "t1": TRAFFIC}
+    assert gate.qrels["t1"] == {"p1": 3, "p2": 0, "p-new": 3}
+    assert [gate.products[p]["title"] for p in ("p0", "p1", "p2", "p-new")] == [
+        "acme sofa",
+        "nova sofa",
+        "acme reading light",
+        "kappa couch",
+    ]
+    with pytest.raises(ValueError, match="product_id is not in products"):
+        build_gate_set(dataset, "test", [{**label, "product_id": "p-gone"}], {})
