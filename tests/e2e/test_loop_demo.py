@@ -19,7 +19,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(900)
-def test_loop_demo_runs_rounds_of_drift_and_writes_the_report(tmp_path: Path) -> None:
+def test_loop_demo_runs_rounds_of_drift_and_writes_the_report(
+    tmp_path: Path, llama_teacher: Path
+) -> None:
+    """With the suite's tiny teacher (`--teacher`): fine-tuning the demo's own would
+    double the run; teacher training has tests of its own."""
     out = tmp_path / "loop"
     env = {
         **os.environ,
@@ -30,7 +34,7 @@ def test_loop_demo_runs_rounds_of_drift_and_writes_the_report(tmp_path: Path) ->
     env.pop("RELKD_KAFKA_BOOTSTRAP", None)
     done = subprocess.run(
         [sys.executable, "-m", "ops", "loop", "demo", "--scale", "ci", "--out", str(out),
-         "--json", str(tmp_path / "out.json")],
+         "--json", str(tmp_path / "out.json"), "--teacher", str(llama_teacher)],
         env=env, capture_output=True, text=True, timeout=840,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
