@@ -165,7 +165,8 @@ def write_loop_report(
         "# Distillation loop under drift",
         "",
         f"Scale `{run.scale_name}`, seed {run.seed}: round 0 (before drift) and "
-        f"{len(run.rows) - 1} drift round(s) in {elapsed_s / 60:.1f} min. NDCG@10 on each round's drifted test queries "
+        f"{len(run.rows) - 1} drift round(s) in {elapsed_s / 60:.1f} min. NDCG@10 on each "
+        "round's drifted test queries "
         "(human-judged by the simulator's raters); intervals are 95% bootstrap intervals "
         "over queries, the serving − frozen one paired.",
         "",
