@@ -90,23 +90,20 @@ def _plot(run: LoopRun, path: Path) -> None:
     top.plot(
         x, [r["candidate"]["ndcg@10"] for r in rows], "x", color="grey", label="round's candidate"
     )
-    for r, e in zip(rows, extra, strict=True):
-        top.annotate(
-            f"{r['decision']}\n(v{e['serving_version']} serves)",
-            (r["round"], r["serving"]["ci95"][1]),
-            textcoords="offset points",
-            xytext=(0, 8),
-            ha="center",
-            fontsize=8,
-        )
     top.set_ylabel("NDCG@10, round's drifted test queries")
     top.set_title(f"Distillation loop under drift ({run.scale_name} scale, seed {run.seed})")
     top.legend(fontsize=8, loc="lower left")
     top.grid(alpha=0.3)
     bottom.bar(x, [r["labels_added"] for r in rows], color="tab:green")
     bottom.set_ylabel("labels added")
-    bottom.set_xlabel("round (0: before drift)")
-    bottom.set_xticks(x)
+    bottom.set_xlabel("round (0: before drift), decision, Triton version serving after it")
+    bottom.set_xticks(
+        x,
+        [
+            f"{r['round']}\n{r['decision']}\nv{e['serving_version']} serves"
+            for r, e in zip(rows, extra, strict=True)
+        ],
+    )
     bottom.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
