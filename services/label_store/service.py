@@ -31,6 +31,7 @@ from services.label_store.writer import (
     ProductChangesHandler,
     cut_snapshot,
     pending,
+    remove_crash_leftovers,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class LabelStoreWorkers:
         self.own = own
         self.store_dir = own.dir
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        if removed := remove_crash_leftovers(self.store_dir):
+            log.warning("removed temp files a killed writer left", extra={"files": removed})
         # One publisher (for dead letters) per consumer: each consumer closes its own.
         labels_publisher, products_publisher = bus.Publisher(settings), bus.Publisher(settings)
         self.consumers = [

@@ -233,6 +233,23 @@ class ProductChangesHandler:
         return rejected
 
 
+def remove_crash_leftovers(store_dir: Path) -> int:
+    """Deletes the temp files of shard writes and cuts that a killed process left
+    behind; returns how many. A store has one writer, so this runs at its start, before
+    the consumers; a cut's temp folder goes under the cut lock, so a `relkd labels
+    snapshot` in progress keeps its own."""
+    removed = 0
+    for kind in _SCHEMAS:
+        for leftover in incoming_dir(store_dir, kind).glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    with _cut_lock(store_dir):
+        for leftover in (store_dir / SNAPSHOTS_DIR).glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def _cut_lock(store_dir: Path) -> Iterator[None]:
     store_dir.mkdir(parents=True, exist_ok=True)

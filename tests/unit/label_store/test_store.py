@@ -19,7 +19,9 @@ from services.label_store.writer import (
     LabelsHandler,
     ProductChangesHandler,
     cut_snapshot,
+    incoming_dir,
     pending,
+    remove_crash_leftovers,
 )
 from training.data import storage
 
@@ -218,3 +220,18 @@ def test_a_snapshot_cut_before_the_distributions_existed_still_reads(tmp_path: P
     new = cut_snapshot(tmp_path)
     assert new is not None and new.counts["teacher_labels"] == 2
     assert new.counts["teacher_labels_with_rationale"] == 0
+
+
+def test_temp_files_of_a_killed_writer_are_removed_and_shards_kept(tmp_path: Path) -> None:
+    write = LabelsHandler(tmp_path)
+    write(deliveries(label("q1", "p1", "v1", [0.7, 0.1, 0.1, 0.1], 100)))
+    assert cut_snapshot(tmp_path) is not None
+    write(deliveries(label("q1", "p2", "v1", [0.1, 0.1, 0.1, 0.7], 100)))
+    # What SIGKILL leaves mid-write: a shard's temp file and a cut's temp folder.
+    (incoming_dir(tmp_path, "labels") / ".123-abc.parquet.tmp").write_bytes(b"half a shard")
+    (tmp_path / "snapshots" / ".tmp-000002-abcd1234").mkdir()
+
+    assert remove_crash_leftovers(tmp_path) == 2
+    assert remove_crash_leftovers(tmp_path) == 0
+    assert pending(tmp_path).labels == 1  # the complete shard stays
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["000001"]
