@@ -211,8 +211,13 @@ def export_mean_pooling_encoder(
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
-    """Dynamic int8 quantization of the MatMul/Gemm weights, for CPU serving."""
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    """Dynamic int8 quantization of the MatMul/Gemm weights, for CPU serving.
+
+    Per output channel: one scale per column keeps the MiniLM query tower within
+    1 - cos = 0.01 of fp32 where one scale per tensor gave 0.04 (over the 0.02
+    tolerance), at the same speed (1.9 ms vs 4.4 ms fp32 per query, docs/triton.md).
+    """
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
     return target
 
 

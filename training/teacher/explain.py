@@ -68,7 +68,11 @@ _FIELD_LINE = re.compile(
     r"(?:\s+match)?[\s*_]*[:=\-]\s*(?P<value>[^\n]*)$",
     re.IGNORECASE | re.MULTILINE,
 )
-_GRADE_LINE = re.compile(r"grade\s*[:=]\s*\**\s*(?P<grade>\d+)", re.IGNORECASE)
+# The first "grade:" counts and must carry the number: a later one would accept a
+# generation that wrote something else where the grade belongs ("Grade: not stated\n
+# Grade: 2"), a judgment the closed-set labeler counts as off-schema.
+_GRADE_LINE = re.compile(r"grade\s*[:=][ \t]*(?P<value>[^\n]*)", re.IGNORECASE)
+_GRADE_VALUE = re.compile(r"\**\s*(?P<grade>\d+)\b")
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,8 @@ def parse_judgment(text: str) -> ParsedJudgment:
     """Parse a generation, tolerating case, markup, synonyms, field order and extra prose.
 
     Malformed (``error`` set) when a field is missing or has an unrecognised value, or
-    the grade is missing or outside 0..3; the first occurrence of each field counts.
+    the grade is missing, not a number or outside 0..3; the first occurrence of each
+    field and of the grade counts.
     """
     fields: dict[str, Match] = {}
     for found in _FIELD_LINE.finditer(text):
@@ -157,7 +162,10 @@ def parse_judgment(text: str) -> ParsedJudgment:
     grade_match = _GRADE_LINE.search(text)
     if grade_match is None:
         return ParsedJudgment(None, None, "missing grade")
-    grade = int(grade_match["grade"])
+    grade_value = _GRADE_VALUE.match(grade_match["value"])
+    if grade_value is None:
+        return ParsedJudgment(None, None, f"grade: not a number: {grade_match['value']!r}")
+    grade = int(grade_value["grade"])
     if not 0 <= grade < NUM_GRADES:
         return ParsedJudgment(None, None, f"grade {grade} outside 0..{NUM_GRADES - 1}")
     reasoning = text[: grade_match.start()].strip()

@@ -86,6 +86,11 @@ def test_rationale_text_round_trips_through_the_parser() -> None:
         ("Category: match\nBrand: match\nGrade: 3", "attribute_match"),
         ("Category: match\nBrand: match\nAttributes: match", "missing grade"),
         ("Category: match\nBrand: match\nAttributes: match\nGrade: 7", "outside"),
+        # The first grade counts: a later one must not rescue a value in its place.
+        (
+            "Category: match\nBrand: match\nAttributes: not stated\nGrade: not stated\nGrade: 2",
+            "not a number",
+        ),
         ("Category: banana\nBrand: match\nAttributes: match\nGrade: 3", "unrecognised"),
         ("Grade: Grade: Grade: \x00\x01 ###", "missing field"),
     ],

@@ -62,6 +62,10 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: they share the cores with the
+        # server's own threads (measured on 2 loaded cores: 16 % less CPU per request
+        # and a lower median, docs/triton.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(version_dir / serving["onnx"]), options, providers=["CPUExecutionProvider"]
         )

@@ -1,0 +1,88 @@
+"""The two-tower backend in-process: its ONNX Runtime query towers (fp32 and the
+per-channel int8 one) score like the torch checkpoint, and the truncation count read
+from the product token cache equals the tokenizer's count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from relevance.v1 import student_inference_pb2
+from scipy.stats import spearmanr
+from tokenizers import Tokenizer
+
+from contracts.artifacts import EXPORT_TOKENIZER
+from services.student_inference.backends import TwoTowerBackend, TwoTowerSettings
+from training.export.exporter import export_student
+from training.student.checkpoint import load_student
+
+QUERIES = ["grey sofa", "oak writing desk with drawers", "lamp"]
+PRODUCTS = [
+    {"product_id": f"p{i}", "title": title, "brand": brand}
+    for i, (title, brand) in enumerate(
+        [
+            ("grey fabric sofa", "acme"),
+            ("oak desk", ""),
+            ("floor lamp", "nova"),
+            ("wool rug", "zenith"),
+            ("office chair with armrests", "acme"),
+        ]
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def two_tower_export(
+    tmp_path_factory: pytest.TempPathFactory, two_tower_checkpoint: Path, products_parquet: Path
+) -> Path:
+    export_dir = tmp_path_factory.mktemp("two-tower-export")
+    export_student(two_tower_checkpoint, export_dir, int8=True, products=products_parquet)
+    return export_dir
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_query_towers_score_like_the_torch_checkpoint(
+    two_tower_export: Path, two_tower_checkpoint: Path, int8: bool
+) -> None:
+    backend = TwoTowerBackend(
+        TwoTowerSettings(student_export_dir=two_tower_export, query_tower_int8=int8)
+    )
+    student = load_student(two_tower_checkpoint, device="cpu")
+    products = [student_inference_pb2.ScoreProduct(**row) for row in PRODUCTS]
+    for query in QUERIES:
+        served = np.array(backend.score_blocking(query, products).scores)
+        expected = student.score_pairs([query] * len(PRODUCTS), PRODUCTS)
+        if int8:
+            # Per-channel int8 keeps the ranking of the products.
+            assert spearmanr(served, expected).statistic > 0.95
+            np.testing.assert_allclose(served, expected, atol=0.15)
+        else:
+            np.testing.assert_allclose(served, expected, atol=1e-4)
+
+
+def test_truncation_count_from_cached_tokens_equals_the_tokenizers(
+    two_tower_export: Path,
+) -> None:
+    backend = TwoTowerBackend(TwoTowerSettings(student_export_dir=two_tower_export))
+    policy = backend.policy
+    tokenizer = Tokenizer.from_file(str(two_tower_export / EXPORT_TOKENIZER))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    rng = np.random.default_rng(0)
+    words = ["grey", "sofa", "oak", "desk", "linen", "three-seat", "ünïcode", "(2-pack)"]
+    # Around the limit: the max_length 32 includes [CLS] and [SEP].
+    texts = [" ".join(rng.choice(words, size=n)) for n in range(0, 40, 3)]
+    ids = [f"t{i}" for i in range(len(texts))]
+    expected = sum(len(e.ids) > policy.max_length for e in tokenizer.encode_batch(texts))
+    assert 0 < expected < len(texts)
+    assert policy.count_truncated_texts(ids, texts) == expected
+    assert policy.products.misses == len(texts)
+    # Cached: counted again without tokenizing; an edited product is re-tokenized.
+    assert policy.count_truncated_texts(ids, texts) == expected
+    assert policy.products.misses == len(texts)
+    longest = texts.index(max(texts, key=len))
+    edited = [*texts]
+    edited[longest] = "oak desk"
+    assert policy.count_truncated_texts(ids, edited) == expected - 1
+    assert policy.products.misses == len(texts) + 1
