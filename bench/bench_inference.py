@@ -465,7 +465,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     texts = [(q, [rows[i]["title"] for i in pick]) for q, pick in zip(QUERIES, picks, strict=True)]
 
     in_process = InProcess(ce_export, max_length)
-    st_predict = sentence_transformers_scorer(ce_checkpoint / "model", max_length)
+    selected = set(args.paths)
+    st_predict = (
+        sentence_transformers_scorer(ce_checkpoint / "model", max_length)
+        if "sentence_transformers" in selected
+        else None
+    )
     two_tower = {
         int8: TwoTowerBackend(TwoTowerSettings(student_export_dir=tt_export, query_tower_int8=int8))
         for int8 in (False, True)
@@ -482,7 +487,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         return call
 
-    setup_venv(quiet=True)
+    if selected & {"grpc_triton", "grpc_triton_int8"}:
+        setup_venv(quiet=True)
     repository = work / "triton-repo"
     name = write_cpu_repository(ce_export, repository, cpu_threads=THREADS)
     # Speed only: the untrained head's int8 ranking fails the serving gate (its rho is
@@ -495,7 +501,6 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         int8=True,
         int8_min_spearman=-1.0,
     )
-    selected = set(args.paths)
     served = {
         path: model
         for path, model in {"grpc_triton": name, "grpc_triton_int8": int8_name}.items()
@@ -516,7 +521,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             in_process_paths: dict[str, Callable[[int], Any]] = {
                 "in_process": lambda i: in_process(*request_of(i)),
-                "sentence_transformers": lambda i: st_predict(*request_of(i)),
+                "sentence_transformers": lambda i: st_predict(*request_of(i)),  # type: ignore[misc]
                 "two_tower_in_process": tower_call(int8=False),
                 "two_tower_int8_in_process": tower_call(int8=True),
             }
@@ -572,7 +577,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # Per-query std of the fp32 scores: rank agreement means little when the
         # scores barely differ (an untrained head).
         quality["fp32_score_spread"] = float(np.mean([r.std() for r in reference]))
-        if "sentence_transformers" in results:
+        if st_predict is not None:
             quality["sentence_transformers"] = agreement(
                 reference, [st_predict(q, t) for q, t in texts]
             )
