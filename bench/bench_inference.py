@@ -68,6 +68,7 @@ from tokenizers import Tokenizer
 from transformers import AutoConfig
 
 from contracts.artifacts import read_student_spec
+from contracts.schema import NUM_GRADES
 from ops.stack import health_status
 from services.core.broker import free_port
 from services.student_inference.backends import (
@@ -363,13 +364,24 @@ class InProcess:
 
 def sentence_transformers_scorer(model_dir: Path, max_length: int) -> Callable[..., np.ndarray]:
     model = CrossEncoder(str(model_dir), device="cpu", max_length=max_length, local_files_only=True)
-    grades = np.arange(4, dtype=np.float32)
+    grades = np.arange(NUM_GRADES, dtype=np.float32)
 
     def predict(query: str, texts: list[str]) -> np.ndarray:
-        probs = model.predict(
-            [(query, t) for t in texts], batch_size=len(texts), apply_softmax=True
+        # Raw logits: the student's score is the expected grade over the first
+        # NUM_GRADES logits plus the free score logit after them (when it has one).
+        logits = np.asarray(
+            model.predict(
+                [(query, t) for t in texts],
+                batch_size=len(texts),
+                activation_fn=torch.nn.Identity(),
+            ),
+            dtype=np.float64,
         )
-        return np.asarray(probs) @ grades
+        grade_logits = logits[:, :NUM_GRADES]
+        probs = np.exp(grade_logits - grade_logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        free = logits[:, NUM_GRADES] if logits.shape[1] > NUM_GRADES else 0.0
+        return probs @ grades + free
 
     return predict
 
