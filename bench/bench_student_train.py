@@ -3,11 +3,14 @@
 Both train the same model (all-MiniLM-L6-v2, by default all six layers with trainable
 word embeddings, as `relkd student train` defaults) with Margin-MSE on the same pair
 batches (from :class:`QueryPairSampler`) for the same number of steps, learning rate
-and schedule, in one process. Reports training throughput (pairs/s, training steps only) and the
-test NDCG@10 each reaches. sentence-transformers' student has one output logit, as
-its ``MarginMSELoss`` requires; ours has one per grade and scores their expectation.
+and schedule, in one process, once per seed (``--seeds``: initialisation, pair sampling
+and dropout). Reports training throughput (pairs/s, training steps only) and the test
+NDCG@10 each reaches, seed-averaged per test query, with bootstrap 95% intervals over the
+test queries and the paired interval of the difference (``training.eval.intervals``).
+sentence-transformers' student has one output logit, as its ``MarginMSELoss`` requires;
+ours scores the expected grade plus a free score logit (docs/student.md).
 
-    python bench/bench_student_train.py [--dataset-dir DIR] [--steps 60]
+    python bench/bench_student_train.py [--dataset-dir DIR] [--steps 60] [--seeds 3]
 
 Writes ``bench/results/student_train.json``.
 """
@@ -36,7 +39,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from contracts.text import product_text
 from training.data.simulator import simulate
-from training.eval.evaluate import evaluate_scorer
+from training.eval.evaluate import evaluate_split
+from training.eval.intervals import estimate, paired_difference
 from training.student.checkpoint import load_student
 from training.student.config import LossWeights, StudentTrainConfig
 from training.student.examples import QueryPairSampler, load_training_set
@@ -105,10 +109,50 @@ def train_sentence_transformers(
     return model, pairs_done / seconds
 
 
+def run_seed(
+    dataset: Path, work: Path, seed: int, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Both trainers on the same batches of one seed: pairs/s and per-query test NDCG@10."""
+    config = StudentTrainConfig(
+        dataset_dir=dataset,
+        output_dir=work / f"relkd-student-seed{seed}",
+        use_teacher_labels=False,
+        num_layers=args.num_layers,
+        max_length=args.max_length,
+        loss_weights=LossWeights(margin_mse=1.0, mse=0.0, kl=0.0, cot=0.0),
+        max_steps=args.steps,
+        eval_every=args.steps,
+        lr=args.lr,
+        torch_threads=args.threads,
+        seed=seed,
+    )
+    examples = load_training_set(config).examples
+    sampler = QueryPairSampler(
+        examples,
+        queries_per_batch=config.queries_per_batch,
+        pairs_per_query=config.pairs_per_query,
+        min_margin=config.min_margin,
+        seed=config.seed,
+    )
+    batches = [sampler.batch(n) for n in range(args.steps)]
+    st_model, st_pairs_per_s = train_sentence_transformers(config, batches, examples)
+    st = evaluate_split(CrossEncoderScorer(st_model, config.text_fields), dataset)
+    ours = train(config)
+    our = evaluate_split(load_student(config.output_dir, device="cpu"), dataset)
+    return {
+        "relkd": {"pairs_per_s": ours.pairs_per_s, "per_query": our.per_query["ndcg@10"]},
+        "sentence_transformers": {
+            "pairs_per_s": st_pairs_per_s,
+            "per_query": st.per_query["ndcg@10"],
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset-dir", type=Path, help="Default: simulate a small dataset.")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--seeds", type=int, default=3, help="Training seeds 0..N-1.")
     defaults = StudentTrainConfig.model_fields
     parser.add_argument("--num-layers", type=int, help="Default: all of MiniLM's six.")
     parser.add_argument("--max-length", type=int, default=defaults["max_length"].default)
@@ -121,65 +165,59 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    per_seed = []
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset_dir or simulate(
             Path(tmp) / "dataset", num_products=2000, num_queries=300, num_unlabeled=0
         )
-        config = StudentTrainConfig(
-            dataset_dir=dataset,
-            output_dir=Path(tmp) / "relkd-student",
-            use_teacher_labels=False,
-            num_layers=args.num_layers,
-            max_length=args.max_length,
-            loss_weights=LossWeights(margin_mse=1.0, mse=0.0, kl=0.0, cot=0.0),
-            max_steps=args.steps,
-            eval_every=args.steps,
-            lr=args.lr,
-            torch_threads=args.threads,
-        )
-        examples = load_training_set(config).examples
-        sampler = QueryPairSampler(
-            examples,
-            queries_per_batch=config.queries_per_batch,
-            pairs_per_query=config.pairs_per_query,
-            min_margin=config.min_margin,
-            seed=config.seed,
-        )
-        batches = [sampler.batch(n) for n in range(args.steps)]
-        st_model, st_pairs_per_s = train_sentence_transformers(config, batches, examples)
-        st_metrics = evaluate_scorer(CrossEncoderScorer(st_model, config.text_fields), dataset)
+        for seed in range(args.seeds):
+            print(f"seed {seed + 1}/{args.seeds}", flush=True)
+            per_seed.append(run_seed(dataset, Path(tmp), seed, args))
 
-        ours = train(config)
-        our_metrics = evaluate_scorer(load_student(config.output_dir, device="cpu"), dataset)
-
+    trainers = ("relkd", "sentence_transformers")
+    runs = {t: [s[t]["per_query"] for s in per_seed] for t in trainers}
+    speed = {t: [s[t]["pairs_per_s"] for s in per_seed] for t in trainers}
+    gap = paired_difference(runs["relkd"], runs["sentence_transformers"])
     result = {
         "benchmark": "student_train",
         "machine": {
             "cpus": os.cpu_count(),
-            "load_avg_1m": os.getloadavg()[0],
+            "load_avg_1m_before": load_before[0],
+            "load_avg_1m_after": os.getloadavg()[0],
             "python": platform.python_version(),
             "torch": torch.__version__,
         },
         "setup": {
             "steps": args.steps,
-            "pairs_per_batch": config.queries_per_batch * config.pairs_per_query,
+            "seeds": args.seeds,
+            "pairs_per_batch": defaults["queries_per_batch"].default
+            * defaults["pairs_per_query"].default,
+            "losses": "Margin-MSE only (both)",
             "num_layers": args.num_layers or "all (6)",
-            "freeze_embeddings": config.freeze_embeddings,
             "max_length": args.max_length,
             "lr": args.lr,
             "torch_threads": args.threads,
             "dataset": str(args.dataset_dir or "simulated 2000 products / 300 queries"),
+            "test_queries": len(runs["relkd"][0]),
+            "interval": "bootstrap 95% over test queries of the seed-mean NDCG@10",
         },
-        "relkd": {"pairs_per_s": ours.pairs_per_s, "test_ndcg@10": our_metrics["ndcg@10"]},
-        "sentence_transformers": {
-            "pairs_per_s": st_pairs_per_s,
-            "test_ndcg@10": st_metrics["ndcg@10"],
+        **{
+            t: {
+                "pairs_per_s": float(np.mean(speed[t])),
+                "pairs_per_s_per_seed": speed[t],
+                "test_ndcg@10": estimate(runs[t]).as_dict(),
+            }
+            for t in trainers
         },
-        "speedup": ours.pairs_per_s / st_pairs_per_s,
+        "relkd_minus_sentence_transformers": gap.as_dict(),
+        "speedup": float(np.mean(speed["relkd"]) / np.mean(speed["sentence_transformers"])),
+        "wall_s": time.monotonic() - started,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "setup"}, indent=2))
 
 
 if __name__ == "__main__":

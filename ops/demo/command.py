@@ -56,7 +56,9 @@ def demo_command(
     for column in (
         "model",
         "aug. queries",
+        "seeds",
         "NDCG@10",
+        "95% CI",
         "NDCG@5",
         "MRR",
         "accuracy",
@@ -68,7 +70,9 @@ def demo_command(
         table.add_row(
             r["model"],
             "–" if r["augmented_queries"] is None else str(r["augmented_queries"]),
+            str(r["seeds"]),
             f"{r['ndcg10']:.4f}",
+            "–" if r["ndcg10_ci"] is None else f"{r['ndcg10_ci'][0]:.4f}-{r['ndcg10_ci'][1]:.4f}",
             f"{r['ndcg5']:.4f}",
             f"{r['mrr']:.4f}",
             "–" if r["accuracy"] is None else f"{r['accuracy']:.4f}",
@@ -76,4 +80,12 @@ def demo_command(
             f"{r['latency_p99_ms']:.1f}",
         )
     Console().print(table)
+    typer.echo("At equal human data (NDCG@10 difference, paired bootstrap 95% CI):")
+    for c in json.loads((report.parent / "comparisons.json").read_text()):
+        d = c["ndcg10_difference"]
+        verdict = "better" if d["a_better"] else "not better"
+        typer.echo(
+            f"  {c['student']} - {c['reference']}: {d['mean']:+.4f} "
+            f"({d['ci95'][0]:+.4f} to {d['ci95'][1]:+.4f}): {verdict}"
+        )
     typer.echo(f"report: {report}")

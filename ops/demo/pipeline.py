@@ -3,14 +3,17 @@
 Stages, each writing under one run directory so any of them can be re-run alone
 from the previous stage's outputs:
 
-1. ``simulate``   - catalog, queries, human (simulated rater) judgments;
-2. ``teacher``    - fine-tune the teacher on the human-labeled train split;
+1. ``simulate``   - catalog, queries, human (simulated rater) judgments; by default the
+   ``hard`` simulator profile with scarce human labels (most train queries join the
+   unlabeled pool), the regime distillation is for;
+2. ``teacher``    - fine-tune the teacher on the (scarce) human-labeled train split;
 3. ``candidates`` - roll the teacher and the catalog index out to the stack, publish
    augmentation candidates, let teacher-labeling label them through Kafka, wait
    until the label store holds every one of them, and cut the snapshot students read;
 4. ``students``   - cross-encoders on human labels only and with growing augmented
-   sets, and two-tower students;
-5. ``evaluate``   - every model on the test queries' human labels, with latency;
+   sets, and two-tower students, each with several seeds and a budget in epochs;
+5. ``evaluate``   - every model on the test queries' human labels (per query, for
+   bootstrap intervals), with latency;
 6. ``serve``      - export the best student, serve it from Triton behind
    student-inference, score frontend-style requests over gRPC;
 7. ``report``     - Markdown, plots and configuration.
@@ -19,8 +22,9 @@ from the previous stage's outputs:
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,20 +46,28 @@ class DemoScale:
     products: int
     labeled_queries: int
     unlabeled_queries: int
+    # Train queries that keep their human judgments (the rest join the unlabeled pool);
+    # None keeps them all.
+    human_train_queries: int | None
     teacher_epochs: float
     teacher_max_train: int  # 0: every train pair
     augmented_sizes: tuple[int, ...]  # augmented queries per student run, ascending
     per_query: int  # candidates sampled per augmented query
-    student_steps: int
+    # Student budget in passes over its training examples, so it grows with the data.
+    student_epochs: float
+    seeds: int  # student training seeds per configuration
     latency_requests: int
+    profile: str = "hard"  # simulator difficulty (training.data.simulator.PROFILES)
 
 
 SCALES: dict[str, DemoScale] = {
-    # End to end in a few minutes: what CI runs.
-    "ci": DemoScale(400, 60, 48, 1.0, 320, (12, 24, 48), 8, 12, 5),
-    # The README's run: sized for about 20 minutes on 2 CPU cores (28 measured with 100 steps).
-    "default": DemoScale(3000, 400, 400, 1.0, 3000, (100, 200, 400), 12, 60, 30),
-    "large": DemoScale(20000, 2000, 4000, 2.0, 0, (500, 1000, 2000, 4000), 24, 600, 50),
+    # End to end in a few minutes: what CI runs (one seed: the pipeline, not the statistics).
+    "ci": DemoScale(400, 60, 48, 20, 1.0, 320, (12, 24, 48), 8, 1.0, 1, 5),
+    # The README's run: scarce human labels (50 train queries), many unlabeled queries,
+    # the hard profile, three seeds, 90 test queries; sized for 2 CPU cores (docs/demo.md
+    # has its time).
+    "default": DemoScale(3000, 600, 400, 50, 2.0, 0, (50, 100, 200), 8, 1.0, 3, 20),
+    "large": DemoScale(20000, 2000, 4000, 300, 2.0, 0, (500, 1000, 2000, 4000), 24, 4.0, 3, 50),
 }
 
 
@@ -134,18 +146,24 @@ def stage(number: int, name: str) -> Iterator[None]:
 
 def run_simulate(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
     from training.data.simulator import simulate
+    from training.data.subsets import scarce_human_labels
     from training.data.summary import summarize
 
     s = run.scale
     dataset = run.path("dataset")
+    simulated = dataset if s.human_train_queries is None else run.path("simulated")
     simulate(
-        dataset,
+        simulated,
         num_products=s.products,
         num_queries=s.labeled_queries,
         num_unlabeled=s.unlabeled_queries,
         seed=run.seed,
+        profile=s.profile,
     )
-    return {"dataset": str(dataset), "summary": summarize(dataset)}
+    if s.human_train_queries is not None:
+        # Teacher, candidates and students all read this copy: the same scarce human data.
+        scarce_human_labels(simulated, dataset, s.human_train_queries, seed=run.seed)
+    return {"dataset": str(dataset), "profile": s.profile, "summary": summarize(dataset)}
 
 
 def run_teacher(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
@@ -228,12 +246,31 @@ def run_candidates(run: DemoRun, stack: DemoStack) -> dict[str, Any]:
     }
 
 
-def student_runs(run: DemoRun) -> list[tuple[str, str, int]]:
-    """(run name, student kind, augmented queries) of every student the demo trains."""
+# Dev NDCG@10 (early stopping, best checkpoint) every this many student steps and at the
+# last, on at most this many dev queries.
+STUDENT_EVAL_EVERY = 40
+STUDENT_EVAL_QUERIES = 60
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    name: str  # checkpoint directory under students/
+    group: str  # the configuration; its seeds are one row of the report
+    kind: str
+    augmented_queries: int
+    seed: int
+
+
+def student_runs(run: DemoRun) -> list[StudentRun]:
+    """Every student the demo trains: per seed, cross-encoders on human labels only and on
+    each augmented size, two-towers on human labels only and on the largest size."""
     sizes = (0, *run.scale.augmented_sizes)
-    runs = [(f"cross-encoder-aug{n}", "cross-encoder", n) for n in sizes]
-    runs += [(f"two-tower-aug{n}", "two-tower", n) for n in (0, sizes[-1])]
-    return runs
+    configs = [("cross-encoder", n) for n in sizes] + [("two-tower", n) for n in (0, sizes[-1])]
+    return [
+        StudentRun(f"{kind}-aug{n}-seed{seed}", f"{kind}-aug{n}", kind, n, seed)
+        for seed in range(run.seed, run.seed + run.scale.seeds)
+        for kind, n in configs
+    ]
 
 
 def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
@@ -242,23 +279,25 @@ def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
 
     labels = run.state("candidates")
     trained = {}
-    for name, kind, augmented in student_runs(run):
-        console.print(f"[bold]student {name}[/bold]")
+    runs = student_runs(run)
+    for number, student in enumerate(runs, start=1):
+        console.print(f"[bold]student {number}/{len(runs)}: {student.name}[/bold]")
         config = StudentTrainConfig(
-            kind=kind,
+            kind=student.kind,
             dataset_dir=run.path("dataset"),
-            output_dir=run.path("students") / name,
-            name=name,
-            use_teacher_labels=augmented > 0,
+            output_dir=run.path("students") / student.name,
+            name=student.name,
+            use_teacher_labels=student.augmented_queries > 0,
             label_store=Path(labels["label_store"]),
             snapshot=labels["snapshot"],
-            augmented_queries=augmented,
-            max_steps=run.scale.student_steps,
-            eval_every=max(run.scale.student_steps // 2, 1),
-            seed=run.seed,
+            augmented_queries=student.augmented_queries,
+            epochs=run.scale.student_epochs,
+            eval_every=STUDENT_EVAL_EVERY,
+            eval_max_queries=STUDENT_EVAL_QUERIES,
+            seed=student.seed,
         )
         result = train(config)
-        trained[name] = {"kind": kind, "augmented_queries": augmented, **asdict(result)}
+        trained[student.name] = {**asdict(student), **asdict(result)}
     return {"students": trained}
 
 
@@ -284,65 +323,103 @@ def _result(
     name: str,
     family: str,
     augmented: int | None,
-    metrics: Mapping[str, float],
+    per_seed: Sequence[Mapping[str, Any]],
     latency: tuple[float, float],
+    dev_ndcg10: float | None = None,
 ) -> dict[str, Any]:
+    """A model's row: each metric's mean over the seeds' evaluations (``SplitEvaluation``)."""
+    from training.eval.intervals import estimate
+
+    def mean(metric: str) -> float | None:
+        values = [e.metrics[metric] for e in per_seed if metric in e.metrics]
+        return float(np.mean(values)) if values else None
+
+    ndcg10 = estimate([e.per_query["ndcg@10"] for e in per_seed])
     return asdict(
         ModelResult(
             model=name,
             family=family,
             augmented_queries=augmented,
-            ndcg10=metrics["ndcg@10"],
-            ndcg5=metrics["ndcg@5"],
-            mrr=metrics["mrr"],
-            accuracy=metrics.get("grade_accuracy"),
+            ndcg10=ndcg10.mean,
+            ndcg5=mean("ndcg@5") or 0.0,
+            mrr=mean("mrr") or 0.0,
+            accuracy=mean("grade_accuracy"),
             latency_p50_ms=latency[0],
             latency_p99_ms=latency[1],
+            ndcg10_ci=(ndcg10.low, ndcg10.high),
+            ndcg_esci10=mean("ndcg_esci@10"),
+            seeds=len(per_seed),
+            dev_ndcg10=dev_ndcg10,
         )
     )
 
 
 def run_evaluate(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
-    from training.eval.evaluate import evaluate_scorer
+    """Every model on the test split, per query; students grouped over their seeds."""
+    from training.eval.evaluate import evaluate_split
     from training.eval.scorer import build_scorer
     from training.student.checkpoint import load_student
     from training.teacher.labeler import TeacherLabeler
 
     dataset = run.path("dataset")
     students = run.state("students")["students"]
-    models: list[tuple[str, str, int | None, Any]] = [
-        ("bm25", "baseline", None, build_scorer("bm25", dataset)),
-        ("bi-encoder (zero-shot MiniLM)", "baseline", None, build_scorer("bi-encoder", dataset)),
-        ("teacher", "teacher", None, TeacherLabeler.from_checkpoint(run.path("teacher"))),
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for name, info in students.items():
+        groups.setdefault(info["group"], []).append({"name": name, **info})
+    # Loaders, not models: one checkpoint in memory at a time.
+    models: list[tuple[str, str, int | None, list[Callable[[], Any]], float | None]] = [
+        ("bm25", "baseline", None, [lambda: build_scorer("bm25", dataset)], None),
+        (
+            "bi-encoder (zero-shot MiniLM)",
+            "baseline",
+            None,
+            [lambda: build_scorer("bi-encoder", dataset)],
+            None,
+        ),
+        (
+            "teacher",
+            "teacher",
+            None,
+            [lambda: TeacherLabeler.from_checkpoint(run.path("teacher"))],
+            None,
+        ),
     ]
-    models += [
-        (name, info["kind"], info["augmented_queries"], load_student(run.path("students") / name))
-        for name, info in students.items()
-    ]
-    results = []
-    for name, family, augmented, scorer in models:
-        console.print(f"evaluating {name}")
-        metrics = evaluate_scorer(scorer, dataset, "test", show_progress=True)
-        results.append(_result(name, family, augmented, metrics, request_latency_ms(scorer, run)))
-    return {"results": results}
+    for group, seeds in groups.items():
+        loaders = [lambda n=s["name"]: load_student(run.path("students") / n) for s in seeds]
+        dev = float(np.mean([s["best_dev_ndcg10"] for s in seeds]))
+        models.append((group, seeds[0]["kind"], seeds[0]["augmented_queries"], loaders, dev))
+    results, per_query = [], {}
+    for name, family, augmented, loaders, dev in models:
+        evaluations, latency = [], (0.0, 0.0)
+        for i, load in enumerate(loaders):
+            console.print(f"evaluating {name} ({i + 1}/{len(loaders)})")
+            scorer = load()
+            evaluations.append(evaluate_split(scorer, dataset, "test", show_progress=True))
+            if i == 0:  # latency does not depend on the seed
+                latency = request_latency_ms(scorer, run)
+        results.append(_result(name, family, augmented, evaluations, latency, dev))
+        per_query[name] = [e.per_query["ndcg@10"] for e in evaluations]
+    return {"results": results, "per_query": per_query}
 
 
 def best_cross_encoder(run: DemoRun) -> str:
-    """Chosen on the dev split (the trainer's best dev NDCG@10), never on test."""
+    """The checkpoint to serve, chosen on the dev split only, never on test: the
+    cross-encoder configuration with the best mean dev NDCG@10 over its seeds, then its
+    seed with the best dev NDCG@10."""
     students = run.state("students")["students"]
-    ranked = sorted(
-        (info["best_dev_ndcg10"], name)
-        for name, info in students.items()
-        if info["kind"] == "cross-encoder"
-    )
-    return ranked[-1][1]
+    by_group: dict[str, list[tuple[float, str]]] = {}
+    for name, info in students.items():
+        if info["kind"] == "cross-encoder":
+            by_group.setdefault(info["group"], []).append((info["best_dev_ndcg10"], name))
+    best_group = max(by_group.values(), key=lambda runs: float(np.mean([d for d, _ in runs])))
+    return max(best_group)[1]
 
 
 def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any]:
     from ops.demo.frontend import GrpcStudentScorer
     from services.student_inference.backends import triton_env
     from services.student_inference.triton_runtime import TritonServer
-    from training.eval.evaluate import evaluate_scorer
+    from training.eval.evaluate import evaluate_split
     from training.export.exporter import export_student
     from training.export.onnx_export import INT8_MIN_SPEARMAN
     from training.export.triton_repo import recorded_int8_spearman, write_cpu_repository
@@ -362,15 +439,17 @@ def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any
     )
     stack.with_env("student-inference", triton_env(triton, model))
     with GrpcStudentScorer(stack.address("student-inference"), name=f"served: {best}") as served:
-        metrics = evaluate_scorer(served, run.path("dataset"), "test", show_progress=True)
+        evaluation = evaluate_split(served, run.path("dataset"), "test", show_progress=True)
         latency = request_latency_ms(served, run)
         examples = served.examples(run.path("dataset"), count=5)
-    result = _result(f"served via Triton ({precision}): {best}", "served", None, metrics, latency)
+    name = f"served via Triton ({precision}): {best}"
+    result = _result(name, "served", None, [evaluation], latency)
     return {"student": best, "result": result, "examples": examples}
 
 
 def run_report(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
-    results = [ModelResult(**r) for r in run.state("evaluate")["results"]]
+    evaluated = run.state("evaluate")
+    results = [ModelResult(**r) for r in evaluated["results"]]
     served: list[dict[str, Any]] = []
     notes = []
     try:
@@ -380,11 +459,25 @@ def run_report(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
     except FileNotFoundError:
         notes.append("The serve stage has not run: no Triton-served row.")
     labels = run.state("candidates")
+    simulated = run.state("simulate")
+    splits = simulated["summary"].get("splits", {})
+    notes.append(
+        f"Data: simulator profile {simulated.get('profile', 'standard')!r}; "
+        f"{splits.get('train', '?')} human-labeled train queries (the teacher's and every "
+        f"student's human data), {splits.get('dev', '?')} dev and {splits.get('test', '?')} "
+        f"test queries, {splits.get('unlabeled', '?')} unlabeled queries."
+    )
     notes.append(
         f"Augmented set: {labels['teacher_labels']} teacher-labeled pairs over "
         f"{labels['augmented_queries']} generated queries, labeled through Kafka."
     )
-    path = write_report(run.path("report"), results, run.config(), served, notes)
+    notes.append(
+        f"Student budget: {run.scale.student_epochs:g} epochs over each run's training "
+        "examples (steps grow with the data); best checkpoint by dev NDCG@10."
+    )
+    path = write_report(
+        run.path("report"), results, run.config(), served, notes, evaluated.get("per_query")
+    )
     return {"report": str(path)}
 
 
@@ -407,7 +500,12 @@ def run_demo(run: DemoRun, stages: tuple[str, ...] = STAGES) -> Path:
         for number, name in enumerate(STAGES, start=1):
             if name in stages:
                 with stage(number, name):
-                    run.save_state(name, runners[name](run, stack))
+                    began = time.monotonic()
+                    state = runners[name](run, stack)
+                    # What the machine was doing matters to every timing in the state.
+                    state["stage_seconds"] = time.monotonic() - began
+                    state["load_avg_1m"] = os.getloadavg()[0]
+                    run.save_state(name, state)
     console.print(f"demo finished in {time.monotonic() - started:.0f}s")
     return run.path("report") / "report.md"
 

@@ -30,6 +30,7 @@ from contracts.schema import NUM_GRADES
 from services.controller.ledger import Metric
 from training.data import storage
 from training.eval import metrics
+from training.eval.intervals import bootstrap_ci
 from training.eval.scorer import Scorer
 
 HUMAN = "human"
@@ -115,20 +116,6 @@ def score_run(scorer: Scorer, gate: GateSet, batch_size: int = 256) -> dict[str,
         for (q, p), s in zip(batch, np.asarray(scores).tolist(), strict=True):
             run[q][p] = float(s)
     return dict(run)
-
-
-def bootstrap_ci(
-    values: np.ndarray, samples: int, confidence: float, seed: int
-) -> tuple[float, float]:
-    """Percentile interval of the mean of `values` over resampled queries."""
-    if len(values) == 0:
-        raise ValueError("bootstrap_ci: no values")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(samples, len(values)))
-    means = values[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
 
 
 def measure_p99_ms(scorer: Scorer, gate: GateSet, pairs_per_request: int, requests: int) -> float:

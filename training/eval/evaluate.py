@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,18 @@ from rich.progress import Progress
 from training.data import storage
 from training.eval import metrics
 from training.eval.scorer import GradeScorer, Scorer
+
+
+@dataclass(frozen=True)
+class SplitEvaluation:
+    """Every metric of a split, and the per-query values of the NDCG metrics.
+
+    ``per_query[metric][query_id]`` for each ``ndcg@k`` and ``ndcg_esci@k``: what
+    bootstrap intervals over test queries resample (``training.eval.intervals``).
+    """
+
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
 
 
 def evaluate_scorer(
@@ -25,6 +38,22 @@ def evaluate_scorer(
     max_queries: int | None = None,
     show_progress: bool = False,
 ) -> dict[str, float]:
+    """Every metric of :func:`evaluate_split`, averaged over the split's queries."""
+    return evaluate_split(
+        scorer, dataset_dir, split, ks, relevant_grade, batch_size, max_queries, show_progress
+    ).metrics
+
+
+def evaluate_split(
+    scorer: Scorer,
+    dataset_dir: Path | str,
+    split: str = "test",
+    ks: Sequence[int] = (5, 10),
+    relevant_grade: int = 3,
+    batch_size: int = 256,
+    max_queries: int | None = None,
+    show_progress: bool = False,
+) -> SplitEvaluation:
     """Re-rank each judged query's pool with ``scorer`` and compute the metrics.
 
     Reports ``ndcg@k`` (graded gains 0..3), ``ndcg_esci@k`` (E=1, S=0.1, C=0.01, I=0),
@@ -77,9 +106,14 @@ def evaluate_scorer(
         qrels[q][p] = g
         run[q][p] = s
     result: dict[str, float] = {}
+    per_query: dict[str, dict[str, float]] = {}
     for k in ks:
-        result[f"ndcg@{k}"] = metrics.ndcg(qrels, run, k, metrics.GRADED_GAINS)
-        result[f"ndcg_esci@{k}"] = metrics.ndcg(qrels, run, k, metrics.ESCI_GAINS)
+        for name, gains in (
+            (f"ndcg@{k}", metrics.GRADED_GAINS),
+            (f"ndcg_esci@{k}", metrics.ESCI_GAINS),
+        ):
+            per_query[name] = metrics.ndcg_per_query(qrels, run, k, gains)
+            result[name] = float(np.mean(list(per_query[name].values())))
     result["mrr"] = metrics.mrr(qrels, run, relevant_grade)
     result["map"] = metrics.mean_average_precision(qrels, run, relevant_grade)
     result["pairwise_accuracy"] = metrics.pairwise_accuracy(qrels, run)
@@ -95,7 +129,7 @@ def evaluate_scorer(
             result["kendall_teacher"] = corr["kendall"]
     result["num_queries"] = float(len(qrels))
     result["num_pairs"] = float(n)
-    return result
+    return SplitEvaluation(result, per_query)
 
 
 def _teacher_run(dataset_dir: Path | str, split: str) -> dict[str, dict[str, float]]:

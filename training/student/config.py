@@ -9,6 +9,7 @@ two of MiniLM's six layers, query + title truncated to 32 tokens, a few hundred 
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 
@@ -35,6 +36,14 @@ class LossWeights(BaseModel):
         if self.margin_mse + self.mse + self.kl + self.cot <= 0:
             raise ValueError("loss_weights: at least one loss weight must be positive")
         return self
+
+
+def epoch_steps(
+    epochs: float, examples: int, queries_per_batch: int, pairs_per_query: int, grad_accum: int
+) -> int:
+    """Optimizer steps of ``epochs`` passes over ``examples`` (two examples per pair)."""
+    pairs_per_step = queries_per_batch * pairs_per_query * grad_accum
+    return max(1, math.ceil(epochs * examples / (2 * pairs_per_step)))
 
 
 class StudentTrainConfig(BaseModel):
@@ -108,7 +117,14 @@ class StudentTrainConfig(BaseModel):
     warmup_ratio: float = Field(
         0.1, ge=0, le=1, description="Fraction of max_steps spent warming the learning rate up."
     )
-    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
+    max_steps: int = Field(200, ge=1, description="Optimizer steps (unless epochs is set).")
+    epochs: float | None = Field(
+        None,
+        gt=0,
+        description="Training budget in passes over the training examples, so that it grows "
+        "with the data: max_steps = ceil(epochs * examples / (2 * pairs per step)), each pair "
+        "holding two examples. Null: max_steps.",
+    )
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     eval_every: int = Field(50, ge=1, description="Evaluate dev NDCG@10 every N steps.")
     patience: int = Field(3, ge=1, description="Evaluations without improvement to stop.")
@@ -124,5 +140,15 @@ class StudentTrainConfig(BaseModel):
         "other jobs 1 is often several times faster than oversubscribed threads.",
     )
     seed: int = Field(0, description="Seed of sampling, initialisation and dropout.")
+
+    def with_budget(self, examples: int) -> StudentTrainConfig:
+        """This config with ``max_steps`` resolved from ``epochs`` for ``examples``."""
+        if self.epochs is None:
+            return self
+        steps = epoch_steps(
+            self.epochs, examples, self.queries_per_batch, self.pairs_per_query, self.grad_accum
+        )
+        return self.model_copy(update={"max_steps": steps})
+
     resume: bool = Field(False, description="Continue from output_dir/last if present.")
     progress: bool = Field(True, description="Show progress bars.")

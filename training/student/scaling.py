@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from training.eval.evaluate import evaluate_scorer
-from training.eval.plots import plot_ndcg_vs_augmented
+from training.eval.plots import CurvePoint, Reference, plot_ndcg_vs_augmented
 from training.eval.scorer import build_scorer
 
 # References may name a trained model (`teacher=PATH`, `student=PATH`); importing the
@@ -132,11 +132,13 @@ def plot_scaling(rows: list[dict[str, Any]], path: Path, split: str = "test") ->
     """The grid's test NDCG@10 against augmented-set size, one line per kind."""
     metric = f"{split}_ndcg@10"
     students = [r for r in rows if r["kind"] != "reference"]
-    curves: dict[str, list[tuple[int, float]]] = {}
+    curves: dict[str, list[CurvePoint]] = {}
     for r in students:
         label = f"student: {r['kind']} ({r['human_queries']} human queries)"
-        curves.setdefault(label, []).append((r["augmented_queries"], r[metric]))
-    references = [(r["model"], r[metric]) for r in rows if r["kind"] == "reference"]
+        curves.setdefault(label, []).append((r["augmented_queries"], r[metric], None))
+    references: list[Reference] = [
+        (r["model"], r[metric], None) for r in rows if r["kind"] == "reference"
+    ]
     plot_ndcg_vs_augmented(curves, references, path, split)
 
 

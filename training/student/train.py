@@ -270,6 +270,7 @@ def _train(config: StudentTrainConfig) -> TrainResult:
     out = config.output_dir
 
     training_set = load_training_set(config)
+    config = config.with_budget(len(training_set.examples))
     sampler = QueryPairSampler(
         training_set.examples,
         queries_per_batch=config.queries_per_batch,
