@@ -42,14 +42,21 @@ def test_demo_runs_the_loop_and_writes_the_report(tmp_path: Path) -> None:
     assert sizes[0] == 0 and len(set(sizes)) == 4
     for r in results.values():
         assert 0.0 < r["ndcg10"] <= 1.0
+        assert r["ndcg10_ci"][0] <= r["ndcg10"] <= r["ndcg10_ci"][1]
         assert 0.0 < r["latency_p50_ms"] <= r["latency_p99_ms"]
+
+    # Every distilled student against its kind's human-only one and the teacher.
+    comparisons = json.loads((report.parent / "comparisons.json").read_text())
+    assert len(comparisons) == 2 * (3 + 1)
+    assert "At equal human data" in done.stdout
 
     # The augmented set was labeled by the teacher through Kafka and stored.
     candidates = json.loads((run_dir / "candidates.json").read_text())
     assert candidates["teacher_labels"] == candidates["batch"]["pairs_published"] > 0
 
     text = report.read_text()
-    assert "| model | augmented queries | NDCG@10 |" in text
+    assert "| model | augmented queries | seeds | NDCG@10 (95% CI) |" in text
+    assert "## At equal human data" in text
     assert "teacher" in text and "served via Triton" in text
     for plot in ("ndcg_vs_augmented.png", "latency_vs_quality.png"):
         assert (report.parent / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
