@@ -114,8 +114,9 @@ def results_table(results: Sequence[ModelResult]) -> str:
     for r in results:
         aug = "–" if r.augmented_queries is None else str(r.augmented_queries)
         lines.append(
-            f"| {markdown_cell(r.model)} | {aug} | {r.seeds} | {_fmt(r.ndcg10)}{_ci(r.ndcg10_ci)} | "
-            f"{_fmt(r.ndcg_esci10)} | {_fmt(r.ndcg5)} | {_fmt(r.mrr)} | {_fmt(r.accuracy)} | "
+            f"| {markdown_cell(r.model)} | {aug} | {r.seeds} | "
+            f"{_fmt(r.ndcg10)}{_ci(r.ndcg10_ci)} | {_fmt(r.ndcg_esci10)} | {_fmt(r.ndcg5)} | "
+            f"{_fmt(r.mrr)} | {_fmt(r.accuracy)} | "
             f"{_fmt(r.dev_ndcg10)} | {r.latency_p50_ms:.1f} | {r.latency_p99_ms:.1f} |"
         )
     return "\n".join(lines)
@@ -136,8 +137,9 @@ def comparison_table(comparisons: Sequence[Comparison]) -> str:
         d = c.difference
         verdict = "yes" if d.a_better else ("no: worse" if d.high < 0 else "no: within noise")
         lines.append(
-            f"| {markdown_cell(c.student)} | {c.augmented_queries} | {markdown_cell(c.reference)} | "
-            f"{_signed(d)} | {verdict} | {'yes' if d.intervals_disjoint else 'no'} |"
+            f"| {markdown_cell(c.student)} | {c.augmented_queries} | "
+            f"{markdown_cell(c.reference)} | {_signed(d)} | {verdict} | "
+            f"{'yes' if d.intervals_disjoint else 'no'} |"
         )
     return "\n".join(lines)
 
