@@ -213,7 +213,7 @@ class Evaluator:
         return gate.per_query_ndcg(test, gate.score_run(self._scorer(str(checkpoint)), test))
 
     def quality(self, values: Any, offset: int = 0) -> Quality:
-        from services.controller.gate import bootstrap_ci
+        from training.eval.intervals import bootstrap_ci
 
         ci = bootstrap_ci(values, self.samples, 0.95, self.seed + offset)
         return Quality(float(values.mean()), ci)
