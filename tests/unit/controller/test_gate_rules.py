@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from services.controller.gate import (
@@ -10,7 +9,6 @@ from services.controller.gate import (
     TRAFFIC,
     GateRules,
     GateSet,
-    bootstrap_ci,
     grade_of,
     judge,
 )
@@ -34,17 +32,6 @@ def _run(gate: GateSet, correct: set[str]) -> dict[str, dict[str, float]]:
         q: {p: (1.0 if (p == "p0") == (q in correct) else 0.0) + int(p[1:]) * 1e-3 for p in judged}
         for q, judged in gate.qrels.items()
     }
-
-
-def test_bootstrap_interval_holds_the_mean_and_narrows_with_queries() -> None:
-    rng = np.random.default_rng(0)
-    few, many = rng.random(20), rng.random(2000)
-    lo, hi = bootstrap_ci(few, 1000, 0.95, seed=0)
-    assert lo < few.mean() < hi
-    lo_many, hi_many = bootstrap_ci(many, 1000, 0.95, seed=0)
-    assert hi_many - lo_many < (hi - lo) / 5
-    with pytest.raises(ValueError, match="no values"):
-        bootstrap_ci(np.array([]), 100, 0.95, seed=0)
 
 
 def test_a_clearly_worse_candidate_is_refused_with_the_numbers() -> None:
