@@ -21,9 +21,11 @@ One pipeline, run once, then a grid of students that differ only in the CoT weig
 
     python bench/bench_cot_ablation.py [--work-dir DIR] [--seeds 0,1,2] [--steps 120]
 
-Writes ``bench/results/cot_ablation.json``. The defaults are sized for the shared 2-core
-machine (2 student runs at a time, 1 torch thread each): 31 min at load average 15;
-docs/student.md gives the flags of a run large enough to show an effect.
+Writes ``bench/results/cot_ablation.json`` (``--cot 1.0 --out
+bench/results/cot_ablation_weight1.json`` gave the heavier-weight run). The defaults are
+sized for the shared 2-core machine (2 student runs at a time, 1 torch thread each): 31
+min at load average 15; docs/student.md gives the flags of a run large enough to show an
+effect.
 """
 
 from __future__ import annotations
