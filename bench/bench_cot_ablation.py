@@ -16,8 +16,8 @@ One pipeline, run once, then a grid of students that differ only in the CoT weig
    steps with loss weights Margin-MSE 1 + KL 0.5 and CoT 0 ("without") or ``--cot``
    ("with"); the best checkpoint by dev NDCG@10 (model selection on dev only);
 5. test NDCG@10 per test query; for each arm the mean over seeds per query, and a
-   bootstrap over test queries (``--bootstrap`` resamples) gives 95% intervals of the
-   arm's mean and of the paired difference with - without.
+   bootstrap over test queries (``--bootstrap`` resamples, ``training.eval.intervals``)
+   gives 95% intervals of the arm's mean and of the paired difference with - without.
 
     python bench/bench_cot_ablation.py [--work-dir DIR] [--seeds 0,1,2] [--steps 120]
 
@@ -53,7 +53,7 @@ from contracts.schema import RATIONALE_FIELDS, RATIONALE_PROBS_FIELDS, Split
 from training.data import storage
 from training.data.simulator import simulate
 from training.data.subsets import scarce_human_labels
-from training.eval import metrics
+from training.eval import intervals, metrics
 from training.eval.scorer import Scorer, build_scorer
 from training.student.checkpoint import load_student
 from training.student.config import LossWeights, StudentKind, StudentTrainConfig
@@ -97,14 +97,6 @@ def ndcg_per_query(scorer: Scorer, dataset: Path, split: str = Split.TEST) -> di
     for q, p, g, s in zip(qids, pids, grades, scores, strict=True):
         qrels[q][p], run[q][p] = g, s
     return metrics.ndcg_per_query(qrels, run, 10, metrics.GRADED_GAINS)
-
-
-def bootstrap_mean(values: np.ndarray, resamples: int, seed: int = 0) -> dict[str, float]:
-    """Mean of per-query ``values`` and its 95% percentile interval over resampled queries."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(values.mean()), "ci95": [float(low), float(high)]}
 
 
 def rationale_agreement(data: Path, full: Path) -> dict[str, Any]:
@@ -263,23 +255,28 @@ def student_configs(work: Path, args: argparse.Namespace) -> list[StudentTrainCo
     return configs
 
 
-def summarize(runs: list[dict[str, Any]], test_queries: list[str], resamples: int) -> dict:
+def summarize(runs: list[dict[str, Any]], resamples: int) -> dict:
     """Per kind: each arm's mean over seeds per query, bootstrapped; the paired gap."""
     out: dict[str, Any] = {}
-    for kind in {r["kind"] for r in runs}:
+    for kind in sorted({r["kind"] for r in runs}):
         arms = {}
         for cot in sorted({r["cot"] for r in runs if r["kind"] == kind}):
-            chosen = [r for r in runs if r["kind"] == kind and r["cot"] == cot]
-            per_seed = np.array([[r["per_query"][q] for q in test_queries] for r in chosen])
-            arms[cot] = per_seed.mean(axis=0)
+            chosen = sorted(
+                (r for r in runs if r["kind"] == kind and r["cot"] == cot),
+                key=lambda r: r["seed"],
+            )
+            arms[cot] = [r["per_query"] for r in chosen]
+            arm = intervals.estimate(arms[cot], resamples)
             out.setdefault(kind, {})[f"cot={cot}"] = {
-                **bootstrap_mean(arms[cot], resamples),
+                "mean": arm.mean,
+                "ci95": [arm.low, arm.high],
                 "seeds": [r["seed"] for r in chosen],
-                "per_seed_test_ndcg@10": [float(v) for v in per_seed.mean(axis=1)],
+                "per_seed_test_ndcg@10": list(arm.seed_means),
                 "per_seed_dev_ndcg@10": [r["dev_ndcg@10"] for r in chosen],
             }
         without, with_cot = (arms[c] for c in sorted(arms))
-        out[kind]["with_minus_without"] = bootstrap_mean(with_cot - without, resamples)
+        gap = intervals.paired_difference(with_cot, without, resamples)
+        out[kind]["with_minus_without"] = {"mean": gap.mean, "ci95": [gap.low, gap.high]}
     return out
 
 
@@ -328,8 +325,9 @@ def main() -> None:
     if any(sorted(r["per_query"]) != test_queries for r in runs):
         raise RuntimeError("a student was evaluated on other test queries than the teacher")
     references = {
-        name: bootstrap_mean(np.array([scores[q] for q in test_queries]), args.bootstrap)
+        name: {"mean": ref.mean, "ci95": [ref.low, ref.high]}
         for name, scores in prepared["per_query"].items()
+        for ref in [intervals.estimate([scores], args.bootstrap)]
     }
     result = {
         "benchmark": "cot_ablation",
@@ -361,7 +359,7 @@ def main() -> None:
         "teacher": prepared["teacher"],
         "labels": prepared["labels"],
         "references_test_ndcg@10": references,
-        "students": summarize(runs, test_queries, args.bootstrap),
+        "students": summarize(runs, args.bootstrap),
         "runs": [{k: v for k, v in r.items() if k != "per_query"} for r in runs],
         "wall_s": round(time.monotonic() - started, 1),
     }
