@@ -579,10 +579,9 @@ def run_loop_demo(run: LoopRun, json_path: Path | None = None) -> Path:
             console.print(f"  kafka {stack.bootstrap}; service logs in {stack.log_dir}")
         pipeline = Pipeline(run, stack, exits)
         evaluator = Evaluator(teacher, run.scale.bootstrap_samples, run.seed)
-        settings = controller_settings(run, world.base)
         store = LabelStore(run.path("label-store"))
-        controller = build_controller(settings, store)
-        ledger = Ledger(settings.ledger)
+        ledger = Ledger(controller_settings(run, world.base).ledger)
+        triton_url: str | None = None
         frozen: Path | None = None
         rounds = world.summary()["config"]["rounds"]
 
@@ -622,6 +621,9 @@ def run_loop_demo(run: LoopRun, json_path: Path | None = None) -> Path:
                             f"their new title: {stale[:5]}"
                         )
                 console.print(f"  training round on snapshot {snapshot.id}: {snapshot.counts}")
+                # The gate's human queries are the round's fresh judgments (world.human).
+                settings = controller_settings(run, world.human(number), triton_url)
+                controller = build_controller(settings, store)
                 record = controller.run_round(snapshot.id, trigger=f"loop demo round {number}")
                 console.print(f"  [bold]{record.decision}[/bold]: {record.reason}", highlight=False)
                 if record.decision == Decision.FAILED:
@@ -640,8 +642,7 @@ def run_loop_demo(run: LoopRun, json_path: Path | None = None) -> Path:
                     )
                     stack.roll("student-inference", triton_env(triton, MODEL_NAME))
                     # From now on a promotion loads the new version into this Triton.
-                    settings = controller_settings(run, world.base, triton.grpc_url)
-                    controller = build_controller(settings, store)
+                    triton_url = triton.grpc_url
                 serving = ledger.serving()
                 assert frozen is not None and serving is not None
                 with step(f"round {number}: evaluate on the drifted test queries"):

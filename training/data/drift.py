@@ -24,8 +24,11 @@ Written under ``out_dir``:
   student trained on round 0's judgments lacks;
 * ``round-NN/`` for rounds 1..``rounds``: ``catalog/`` (the catalog on sale in that
   round with current titles, its drifted human-judged ``test`` queries and its traffic
-  as ``unlabeled`` queries) and ``changes/`` (the products new or renamed in the round,
-  as a catalog feed would send them);
+  as ``unlabeled`` queries), ``changes/`` (the products new or renamed in the round,
+  as a catalog feed would send them) and ``human/`` (what a team's human judges hold
+  that round: round 0's train and dev judgments plus, as ``test``, fresh judgments of
+  queries written like the round's traffic, disjoint from the test queries: the
+  controller's gate set);
 * ``drift.json``: what changed in each round.
 """
 
@@ -75,6 +78,7 @@ class DriftConfig:
     bootstrap_queries: int = 200  # round 0's unlabeled traffic
     traffic_queries: int = 150  # per drift round
     test_queries: int = 60  # human-judged drifted test queries per round
+    gate_queries: int = 40  # human-judged queries per round for the controller's gate
     teacher_queries: int = 600  # human-judged queries over the whole world
     new_type_share: float = 0.3
     new_brand_share: float = 0.3
@@ -102,6 +106,12 @@ class DriftWorld:
     def catalog(self, number: int) -> Path:
         """Round `number`'s dataset: catalog, drifted test queries, traffic (0: base)."""
         return self.base if number == 0 else self.round_dir(number) / "catalog"
+
+    def human(self, number: int) -> Path:
+        """The human-judged dataset a controller works from in round `number`: round 0's
+        train and dev judgments, and as its test split (the gate's human queries) fresh
+        judgments of queries written like the round's traffic (0: round 0's test split)."""
+        return self.base if number == 0 else self.round_dir(number) / "human"
 
     def changes(self, number: int) -> Path:
         return self.round_dir(number) / "changes"
@@ -177,25 +187,26 @@ def _write_dataset(
     rng_seed: Sequence[int],
     source: str,
     extra: Mapping[str, Any],
+    keep: tuple[pa.Table, pa.Table] | None = None,
 ) -> None:
     """A dataset of the products at `rows` of `world`, `labeled` queries (with their
-    split) judged over them and `unlabeled` queries."""
+    split) judged over them and `unlabeled` queries; `keep` (queries, judgments of
+    another dataset) are written beside them."""
     catalog = _subset(world, rows)
     queries = [q for q, _ in labeled] + list(unlabeled)
     ids = [f"{prefix}{i:05d}" for i in range(len(queries))]
     storage.write_table(out, "products", products)
-    storage.write_table(
-        out,
-        "queries",
-        pa.table(
-            {
-                "query_id": ids,
-                "query": [q.text for q in queries],
-                "query_type": [q.query_type for q in queries],
-                "split": [s for _, s in labeled] + [Split.UNLABELED] * len(unlabeled),
-            }
-        ),
+    table = pa.table(
+        {
+            "query_id": ids,
+            "query": [q.text for q in queries],
+            "query_type": [q.query_type for q in queries],
+            "split": [s for _, s in labeled] + [Split.UNLABELED] * len(unlabeled),
+        }
     )
+    if keep is not None:
+        table = pa.concat_tables([keep[0].select(table.column_names).cast(table.schema), table])
+    storage.write_table(out, "queries", table)
     if labeled:
         judgments, _ = judge_queries(
             _local([q for q, _ in labeled], rows),
@@ -206,6 +217,10 @@ def _write_dataset(
             rater_rng=np.random.default_rng([*rng_seed, 2]),
             global_rows=rows,
         )
+        if keep is not None:
+            judgments = pa.concat_tables(
+                [keep[1].select(judgments.column_names).cast(judgments.schema), judgments]
+            )
         storage.write_table(out, "judgments", judgments)
     storage.write_manifest(out, source=source, seed=int(rng_seed[0]), extra=dict(extra))
 
@@ -302,6 +317,7 @@ def simulate_drift(out_dir: Path | str, config: DriftConfig = DriftConfig()) -> 
         }
     )
 
+    eras: dict[int, tuple[np.ndarray, np.ndarray, dict[str, float]]] = {}
     for number in range(1, config.rounds + 1):
         on_sale = rows_all[arrives < number]
         arrived = rows_all[arrives == number]
@@ -326,6 +342,7 @@ def simulate_drift(out_dir: Path | str, config: DriftConfig = DriftConfig()) -> 
         now = np.sort(np.concatenate([on_sale, arrived]))
         drifted = now[(arrives[now] > 0) | (renamed_in[now] > 0)]
         mix = query_mix(number, config.rounds)
+        eras[number] = (now, drifted, mix)
         test = _write_queries(
             world,
             (now, drifted),
@@ -402,6 +419,40 @@ def simulate_drift(out_dir: Path | str, config: DriftConfig = DriftConfig()) -> 
         "simulator drift: teacher's world",
         {"products": config.products},
     )
+    # The gate's fresh human judgments, drawn last from a stream of their own so that
+    # everything above is the same with or without them, and unlike any query above.
+    base_queries = storage.read_table(world_dir.base, "queries")
+    kept = pc.is_in(base_queries.column("split"), pa.array([Split.TRAIN, Split.DEV]))
+    base_queries = base_queries.filter(kept)
+    base_judgments = storage.read_table(world_dir.base, "judgments")
+    base_judgments = base_judgments.filter(
+        pc.is_in(base_judgments.column("query_id"), base_queries.column("query_id"))
+    )
+    for number, (now, drifted, mix) in eras.items():
+        gate = _write_queries(
+            world,
+            (now, drifted),
+            config.gate_queries,
+            mix,
+            np.random.default_rng([seed, 105, number]),
+            seen,
+            config.new_anchor_share,
+        )
+        _write_dataset(
+            world_dir.human(number),
+            storage.read_table(world_dir.catalog(number), "products"),
+            world,
+            now,
+            [(q, Split.TEST) for q in gate],
+            [],
+            f"r{number}g",
+            config.pool,
+            (seed, 105, number),
+            f"simulator drift: round {number} human judgments",
+            {"round": number, "products": len(now)},
+            keep=(base_queries, base_judgments),
+        )
+        summary["rounds"][number]["gate_queries"] = len(gate)
     (world_dir.root / "drift.json").write_text(json.dumps(summary, indent=2) + "\n")
     return world_dir
 

@@ -20,6 +20,7 @@ SMALL = DriftConfig(
     bootstrap_queries=6,
     traffic_queries=6,
     test_queries=5,
+    gate_queries=4,
     teacher_queries=12,
     pool=PoolShape(3, 2, 2, 1, 1, 1),
 )
@@ -53,7 +54,8 @@ def test_each_round_brings_new_types_brands_renames_and_query_styles(world: Drif
     before = products(world.base)
     base_types = {p["product_type"] for p in before.values()}
     base_brands = {p["brand"] for p in before.values()}
-    base_styles = set(storage.read_table(world.base, "queries").column("query_type").to_pylist())
+    base_queries = storage.read_table(world.base, "queries").to_pylist()
+    base_styles = {q["query_type"] for q in base_queries}
     assert not base_styles & set(HARD_QUERY_TYPES)
     for number in range(1, SMALL.rounds + 1):
         now = products(world.catalog(number))
@@ -73,6 +75,15 @@ def test_each_round_brings_new_types_brands_renames_and_query_styles(world: Drif
         assert sum(q["split"] == Split.UNLABELED for q in queries) == SMALL.traffic_queries
         judged = storage.read_table(world.catalog(number), "judgments").to_pylist()
         assert {j["product_id"] for j in judged} <= set(now)
+        # The controller's human set: round 0's train/dev judgments, fresh gate queries.
+        human = storage.read_table(world.human(number), "queries").to_pylist()
+        kept = [q for q in base_queries if q["split"] in (Split.TRAIN, Split.DEV)]
+        assert [q for q in human if q["split"] != Split.TEST] == kept
+        gate = {q["query_id"] for q in human if q["split"] == Split.TEST}
+        assert len(gate) == SMALL.gate_queries
+        human_judged = storage.read_table(world.human(number), "judgments").to_pylist()
+        assert {j["query_id"] for j in human_judged} == gate | {q["query_id"] for q in kept}
+        assert {j["product_id"] for j in human_judged if j["query_id"] in gate} <= set(now)
         before = now
     assert set(query_mix(SMALL.rounds, SMALL.rounds)) >= set(HARD_QUERY_TYPES)
     # Every query text is used once across rounds, test, traffic and the teacher's set.
@@ -80,6 +91,11 @@ def test_each_round_brings_new_types_brands_renames_and_query_styles(world: Drif
         q
         for d in (world.base, world.teacher, *(world.catalog(n) for n in (1, 2, 3)))
         for q in storage.read_table(d, "queries").column("query").to_pylist()
+    ] + [
+        q["query"]
+        for n in (1, 2, 3)
+        for q in storage.read_table(world.human(n), "queries").to_pylist()
+        if q["split"] == Split.TEST
     ]
     assert len(texts) == len(set(texts))
     # The teacher's world holds every type and brand the last round sells.
