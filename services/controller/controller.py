@@ -435,7 +435,15 @@ class Controller:
 
         settings = self.settings
         export_dir = round_dir / "export"
-        export_student(checkpoint, export_dir, int8=True)
+        # The int8 export is always measured (its Spearman is recorded); held to its score
+        # tolerance only when it is what serves: an fp32-served student does not depend
+        # on it (a round of the loop demo failed on int8 drift 0.177 > 0.15 while fp32 served).
+        export_student(
+            checkpoint,
+            export_dir,
+            int8=True,
+            int8_tolerance=None if settings.int8_serving else math.inf,
+        )
         labels = snapshot.teacher_labels()
         labels = labels.filter(
             pc.is_in(labels.column("query_id"), pa.array(list(traffic), pa.string()))
