@@ -200,10 +200,14 @@ def judge(
             f"{delta.value:+.4f} (95% CI {delta.ci95[0]:+.4f}..{delta.ci95[1]:+.4f}, "
             f"tolerance {rules.ndcg_tolerance})"
         )
+        # Non-inferiority: the whole interval must clear -tolerance. A candidate ahead
+        # on average but with too wide an interval is refused too, with its own words.
         if delta.ci95[0] >= -rules.ndcg_tolerance:
             passes.append(text)
-        else:
+        elif delta.value < -rules.ndcg_tolerance:
             failures.append(f"worse than serving: {text}")
+        else:
+            failures.append(f"not shown within tolerance of serving (CI too wide): {text}")
     else:
         passes.append(f"NDCG@10 {cand.mean():.4f}, no serving student to compare with")
     found["candidate.p99_ms"] = Metric(candidate_p99_ms)

@@ -46,6 +46,20 @@ def test_a_clearly_worse_candidate_is_refused_with_the_numbers() -> None:
     assert {"candidate.ndcg@10.human", "candidate.ndcg@10.traffic"} <= set(result.metrics)
 
 
+def test_a_candidate_ahead_on_average_but_unproven_is_refused_as_such() -> None:
+    gate = _gate()
+    served_right = {q for i, q in enumerate(gate.qrels) if i % 2 == 0}
+    serving = _run(gate, served_right)
+    # Right on 3 queries serving gets wrong, wrong on 2 it gets right: ahead by a
+    # little, with an interval reaching well below the tolerance.
+    candidate = _run(gate, (served_right - {"q0", "q2"}) | {"q1", "q3", "q5"})
+    result = judge(gate, RULES, candidate, 5.0, serving, 5.0)
+    delta = result.metrics["delta.ndcg@10"]
+    assert delta.value > 0 and delta.ci95[0] < -RULES.ndcg_tolerance
+    assert not result.promote
+    assert result.reason.startswith("not shown within tolerance of serving (CI too wide)")
+
+
 def test_an_equal_candidate_passes_and_a_slow_one_does_not() -> None:
     gate = _gate()
     run = _run(gate, set(gate.qrels))
