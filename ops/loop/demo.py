@@ -163,6 +163,7 @@ class Hops:
 
     products_changed: int = 0
     traffic_queries: int = 0
+    unknown_queries: int = 0  # traffic queries the label store had not seen
     score_requests: int = 0
     served_samples: int = 0
     served_pairs: int = 0
@@ -486,6 +487,7 @@ class Pipeline:
         requests = self._new(self.relabel.topic.name)
         kinds = Counter(r.WhichOneof("kind") for r in requests)
         hops.new_query_requests = kinds["new_query"]
+        hops.unknown_queries = len(expected_new_queries)
         hops.disagreement_requests = kinds["disagreement"]
         asked = {r.new_query.query_id for r in requests if r.WhichOneof("kind") == "new_query"}
         expect_equal(

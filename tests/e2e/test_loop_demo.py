@@ -55,10 +55,12 @@ def test_loop_demo_runs_rounds_of_drift_and_writes_the_report(
     for number, hops in enumerate(details["hops"][1:], start=1):
         # The drift rounds went through the served path: every request sampled, judged.
         assert hops["score_requests"] == hops["served_samples"] == hops["traffic_queries"] > 0
-        assert hops["new_query_requests"] >= hops["traffic_queries"]
+        # A query seen in an earlier round is known already: only new ones are asked for.
+        assert hops["new_query_requests"] >= hops["unknown_queries"]
         assert hops["products_changed"] > 0 and hops["candidate_pairs"] == hops["labels_added"]
         # Score was answered by the version serving after the previous round's decision.
         assert hops["serving_version"] == details["rounds"][number - 1]["serving_version"]
+    assert sum(hops["unknown_queries"] for hops in details["hops"][1:]) > 0  # new query styles
     report = (out / "report" / "report.md").read_text()
     assert "| round | labels added | snapshot | decision |" in report
     assert (out / "report" / "ndcg_by_round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

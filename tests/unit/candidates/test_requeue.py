@@ -78,6 +78,7 @@ def test_pairs_of_a_teacher_labels_table() -> None:
             "category_match": [0] * 3,
             "brand_match": [0] * 3,
             "attribute_match": [0] * 3,
+            **{name: [None] * 3 for name in schema.RATIONALE_PROBS_FIELDS},
         },
         schema=schema.TEACHER_LABELS,
     )
