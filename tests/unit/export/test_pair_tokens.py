@@ -13,6 +13,7 @@ from training.export.triton_models.pair_tokens import (
     INPUT_ARRAYS,
     PairAssembler,
     ProductTokenCache,
+    request_rows,
 )
 
 WORDS = [
@@ -106,3 +107,38 @@ def test_mismatched_ids_and_texts_name_the_field(
         cache.get(["a"], ["oak desk", "grey sofa"])
     with pytest.raises(ValueError, match="max_length"):
         PairAssembler(str(tokenizer_json), 3, 0)
+
+
+class _Tensor:
+    """What Triton's Python backend hands a model: ``as_numpy()`` of bytes objects."""
+
+    def __init__(self, *values: str) -> None:
+        self.values = np.array([v.encode() for v in values], dtype=object)
+
+    def as_numpy(self) -> np.ndarray:
+        return self.values
+
+
+def test_request_rows_pair_the_query_with_cached_products(
+    tokenizer_json: Path, minilm_tokenizer: PreTrainedTokenizerBase
+) -> None:
+    cache = ProductTokenCache(PairAssembler(str(tokenizer_json), 32, 0))
+    inputs = {
+        "query": _Tensor("oak desk"),
+        "product_text": _Tensor("oak desk", "grey sofa"),
+        "product_id": _Tensor("a", "b"),
+    }
+    rows = request_rows(cache, inputs.get)
+    expected = minilm_tokenizer(["oak desk"] * 2, ["oak desk", "grey sofa"], padding=True)
+    assert rows["input_ids"].tolist() == expected["input_ids"]
+    assert (cache.misses, len(cache)) == (2, 2)
+    # Without ids (an older caller) the texts key the cache.
+    request_rows(cache, {k: v for k, v in inputs.items() if k != "product_id"}.get)
+    assert len(cache) == 4
+
+    with pytest.raises(ValueError, match="'product_text' is missing"):
+        request_rows(cache, {"query": _Tensor("oak desk")}.get)
+    with pytest.raises(ValueError, match="'query' must hold exactly 1 string"):
+        request_rows(cache, {**inputs, "query": _Tensor("a", "b")}.get)
+    with pytest.raises(ValueError, match="'product_id' has 1 ids for 2 texts"):
+        request_rows(cache, {**inputs, "product_id": _Tensor("a")}.get)

@@ -12,6 +12,7 @@ ONNX Runtime backend.
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,31 +21,7 @@ import triton_python_backend_utils as pb_utils
 
 # pair_tokens.py is copied next to this file (the version directory).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pair_tokens import PairAssembler, ProductTokenCache
-
-
-def _strings(request, name, required=True):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        if required:
-            raise ValueError(f"input {name!r} is missing")
-        return None
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.as_numpy()]
-
-
-def _rows(model, request):
-    """The request's pair rows from cached product ids; only the query is tokenized."""
-    query = _strings(request, "query")
-    if len(query) != 1:
-        raise ValueError(f"input 'query' must hold exactly 1 string, got {len(query)}")
-    texts = _strings(request, "product_text")
-    # Without ids (an older caller) the text itself keys the cache.
-    product_ids = _strings(request, "product_id", required=False) or texts
-    if len(product_ids) != len(texts):
-        raise ValueError(f"input 'product_id' has {len(product_ids)} ids for {len(texts)} texts")
-    products = model.products.get(product_ids, texts)
-    (query_encoding,) = model.assembler.encode(query)
-    return model.assembler.assemble(query_encoding.ids, products)
+from pair_tokens import PairAssembler, ProductTokenCache, request_rows
 
 
 class TritonPythonModel:
@@ -72,7 +49,7 @@ class TritonPythonModel:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def _score(self, request):
-        rows = _rows(self, request)
+        rows = request_rows(self.products, partial(pb_utils.get_input_tensor_by_name, request))
         if not len(rows["input_ids"]):
             return np.zeros(0, np.float32), np.zeros((0, 4), np.float32)
         feeds = {name: rows[name] for name in self.input_names}

@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -209,3 +210,35 @@ class ProductTokenCache:
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
         return found  # type: ignore[return-value]
+
+
+def request_rows(
+    cache: ProductTokenCache, input_tensor: Callable[[str], Any | None]
+) -> dict[str, np.ndarray]:
+    """The pair rows of one Triton request from cached product ids; only the query is
+    tokenized. ``input_tensor(name)`` is the request's input tensor or None (Triton's
+    ``pb_utils.get_input_tensor_by_name`` bound to the request)."""
+
+    def strings(name: str) -> list[str] | None:
+        tensor = input_tensor(name)
+        if tensor is None:
+            return None
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.as_numpy()]
+
+    def required(name: str) -> list[str]:
+        values = strings(name)
+        if values is None:
+            raise ValueError(f"input {name!r} is missing")
+        return values
+
+    query = required("query")
+    if len(query) != 1:
+        raise ValueError(f"input 'query' must hold exactly 1 string, got {len(query)}")
+    texts = required("product_text")
+    # Without ids (an older caller) the text itself keys the cache.
+    product_ids = strings("product_id") or texts
+    if len(product_ids) != len(texts):
+        raise ValueError(f"input 'product_id' has {len(product_ids)} ids for {len(texts)} texts")
+    products = cache.get(product_ids, texts)
+    (query_encoding,) = cache.assembler.encode(query)
+    return cache.assembler.assemble(query_encoding.ids, products)

@@ -9,37 +9,14 @@ BERT-like models, ``token_type_ids``), listed in ``serving.json``.
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
 # pair_tokens.py is copied next to this file (the version directory).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pair_tokens import PairAssembler, ProductTokenCache
-
-
-def _strings(request, name, required=True):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        if required:
-            raise ValueError(f"input {name!r} is missing")
-        return None
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.as_numpy()]
-
-
-def _rows(model, request):
-    """The request's pair rows from cached product ids; only the query is tokenized."""
-    query = _strings(request, "query")
-    if len(query) != 1:
-        raise ValueError(f"input 'query' must hold exactly 1 string, got {len(query)}")
-    texts = _strings(request, "product_text")
-    # Without ids (an older caller) the text itself keys the cache.
-    product_ids = _strings(request, "product_id", required=False) or texts
-    if len(product_ids) != len(texts):
-        raise ValueError(f"input 'product_id' has {len(product_ids)} ids for {len(texts)} texts")
-    products = model.products.get(product_ids, texts)
-    (query_encoding,) = model.assembler.encode(query)
-    return model.assembler.assemble(query_encoding.ids, products)
+from pair_tokens import PairAssembler, ProductTokenCache, request_rows
 
 
 class TritonPythonModel:
@@ -58,7 +35,10 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                rows = _rows(self, request)
+                rows = request_rows(
+                    self.products,
+                    partial(pb_utils.get_input_tensor_by_name, request),
+                )
                 outputs = [pb_utils.Tensor(name, rows[name]) for name in self.input_names]
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             except Exception as err:  # one bad request must not fail the others in the batch
