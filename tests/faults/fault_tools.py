@@ -125,6 +125,20 @@ class EchoLabeler:
         return []
 
 
+class GatedEchoLabeler(EchoLabeler):
+    """An EchoLabeler that holds each batch until ``go_on`` is set, so a test can
+    inject its fault while a batch is in flight (``in_batch`` says one is)."""
+
+    def __init__(self, publisher: bus.Publisher) -> None:
+        super().__init__(publisher)
+        self.in_batch, self.go_on = threading.Event(), threading.Event()
+
+    def __call__(self, deliveries):
+        self.in_batch.set()
+        self.go_on.wait(30)
+        return super().__call__(deliveries)
+
+
 def run_loop(loop: bus.ConsumerLoop) -> threading.Thread:
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()

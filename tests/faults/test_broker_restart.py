@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fault_tools import (
     EchoLabeler,
+    GatedEchoLabeler,
     committed,
     fault_settings,
     publish_candidates,
@@ -134,23 +135,17 @@ def test_noida_restarted_empty_while_a_batch_retries_skips_no_new_input(tmp_path
         broker.bootstrap, bus_retry_backoff_s=2.5, bus_retry_backoff_max_s=2.5
     )
     publisher = bus.Publisher(settings)
-    echo = EchoLabeler(publisher)
-    in_batch, go_on = threading.Event(), threading.Event()
-
-    def gated(deliveries):
-        in_batch.set()
-        go_on.wait(30)
-        return echo(deliveries)
+    gated = GatedEchoLabeler(publisher)
 
     group = f"noida-retry-{run}"
     loop = bus.ConsumerLoop(settings, CANDIDATES, group, gated, publisher)
     thread = run_loop(loop)
     try:
         publish_candidates(settings, [f"{run}-old{i:02d}" for i in range(20)])
-        assert in_batch.wait(30)
+        assert gated.in_batch.wait(30)
         _killed(broker)
         (tmp_path / "kafka.json").unlink(missing_ok=True)
-        go_on.set()  # its labels cannot be delivered: the batch is retried
+        gated.go_on.set()  # its labels cannot be delivered: the batch is retried
         wait_for(lambda: loop.retries >= 1, 30, "a failed delivery")
         broker = EmbeddedBroker("noida", port=port, data_dir=tmp_path).start()
         fresh = [f"{run}-new{i:02d}" for i in range(30)]  # more than the old position
@@ -160,7 +155,7 @@ def test_noida_restarted_empty_while_a_batch_retries_skips_no_new_input(tmp_path
         missing = set(fresh) - labels
         assert not missing, f"{len(missing)} of 30 new inputs skipped"  # 30 in, 30 out
     finally:
-        go_on.set()
+        gated.go_on.set()
         loop.stop()
         thread.join(30)
         publisher.close()

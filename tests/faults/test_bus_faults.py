@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from fault_tools import (
     EchoLabeler,
+    GatedEchoLabeler,
     committed,
     fault_settings,
     paused,
@@ -70,21 +70,14 @@ def test_a_paused_broker_does_not_wedge_the_loop(tansu: EmbeddedBroker) -> None:
     settings = fault_settings(tansu.bootstrap, kafka_max_poll_records=5)
     publish_candidates(settings, ids[:10])
     publisher = bus.Publisher(settings)
-    echo = EchoLabeler(publisher)
-    in_batch, go_on = threading.Event(), threading.Event()
-
-    def gated(deliveries):
-        # The broker is paused while this batch is in flight: its flush meets the pause.
-        in_batch.set()
-        go_on.wait(30)
-        return echo(deliveries)
-
+    # The broker is paused while the held batch is in flight: its flush meets the pause.
+    gated = GatedEchoLabeler(publisher)
     group = f"paused-{run}"
     loop = bus.ConsumerLoop(settings, CANDIDATES, group, gated, publisher)
     thread = run_loop(loop)
-    assert in_batch.wait(30)
+    assert gated.in_batch.wait(30)
     with paused(tansu.pid):
-        go_on.set()
+        gated.go_on.set()
         wait_for(lambda: loop.retries >= 1 or not thread.is_alive(), 30, "a failed attempt")
     assert thread.is_alive()
     publish_candidates(settings, ids[10:])
