@@ -42,6 +42,7 @@ from contracts.schema import Split
 from services.controller import gate as gates
 from services.controller.ledger import Decision, Ledger, Metric, RoundRecord
 from services.controller.settings import ControllerSettings
+from services.core import process
 from services.label_store.store import LabelStore, Snapshot
 from training.data import storage
 from training.student.config import StudentTrainConfig
@@ -92,6 +93,9 @@ def write_config(round_dir: Path, config: StudentTrainConfig) -> Path:
     return path
 
 
+_TRAIN_STOP_GRACE_S = 10.0
+
+
 class LocalTrainer:
     """The run spec as `python -m training.student.train --config FILE` on this machine."""
 
@@ -101,24 +105,27 @@ class LocalTrainer:
     def train(self, round_dir: Path, config: StudentTrainConfig) -> Path:
         config_file = write_config(round_dir, config)
         log_file = round_dir / "train.log"
-        with log_file.open("w") as out:
-            try:
-                result = subprocess.run(
-                    [sys.executable, "-m", "training.student.train", "--config", str(config_file)],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=self.timeout_s,
-                    env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as error:
-                raise TrainingFailed(
-                    f"training ran past {self.timeout_s:g} s; log {log_file}"
-                ) from error
-        if result.returncode != 0:
+        log_file.unlink(missing_ok=True)
+        # spawn: the training dies with the controller, SIGKILL included.
+        child = process.spawn(
+            [sys.executable, "-m", "training.student.train", "--config", str(config_file)],
+            log_file,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
+        try:
+            returncode = child.wait(self.timeout_s)
+        except subprocess.TimeoutExpired as error:
+            process.stop(child, _TRAIN_STOP_GRACE_S)
+            raise TrainingFailed(
+                f"training ran past {self.timeout_s:g} s; log {log_file}"
+            ) from error
+        except BaseException:  # e.g. Ctrl-C while waiting: stop what we started
+            process.stop(child, _TRAIN_STOP_GRACE_S)
+            raise
+        if returncode != 0:
             tail = log_file.read_text().strip().splitlines()[-5:]
             raise TrainingFailed(
-                f"training exited {result.returncode}; log {log_file}: " + " | ".join(tail)
+                f"training exited {returncode}; log {log_file}: " + " | ".join(tail)
             )
         return config.output_dir
 
