@@ -9,6 +9,7 @@ large) is replayed from its source topic/partition/offset while the broker retai
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -50,10 +51,14 @@ def _bootstrap(settings: Settings) -> str:
 def _read(
     settings: Settings, topic: str, partitions: Sequence[int] | None, idle_ms: int
 ) -> Iterator[tuple[int, int, bytes | None, bytes | None]]:
-    """(partition, offset, key, value) of a topic from its start, until `idle_ms` of quiet.
+    """(partition, offset, key, value) of a topic from its start to its end.
 
-    Reads until a poll comes back empty rather than up to the end offsets, which some
-    brokers (Tansu) under-report.
+    The end is where every partition has reached the end offset the broker reported
+    *and* a poll then comes back empty after `idle_ms`: the end offsets alone are not
+    enough (Tansu under-reports them), and a quiet poll alone is not either (on a loaded
+    machine the first fetch can take longer than `idle_ms`, which once listed one of
+    two letters). Gives up with TimeoutError, naming the lagging partitions, after
+    `settings.kafka_request_timeout_ms` x 3 without reaching the reported ends.
     """
     consumer = KafkaConsumer(
         bootstrap_servers=_bootstrap(settings),
@@ -72,10 +77,26 @@ def _read(
             return
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
+        ends = consumer.end_offsets(assigned)
+        patience_s = 3 * max(settings.kafka_request_timeout_ms, 11000) / 1000
+        deadline = time.monotonic() + patience_s
         while True:
             polled = consumer.poll(timeout_ms=idle_ms)
             if not any(polled.values()):
-                return
+                behind = {
+                    f"{tp.partition}: at {consumer.position(tp)} of {ends[tp]}"
+                    for tp in assigned
+                    if consumer.position(tp) < ends[tp]
+                }
+                if not behind:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{topic}: partitions still short of their end offsets after "
+                        f"{patience_s:.0f} s: {sorted(behind)}"
+                    )
+                continue
+            deadline = time.monotonic() + patience_s
             for records in polled.values():
                 for record in records:
                     yield record.partition, record.offset, record.key, record.value
