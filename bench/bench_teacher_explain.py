@@ -56,8 +56,9 @@ TINY_TEACHER = {
     "max_length": 48,
     "lr": 1e-2,
     "patience": 0,
-    "max_train_examples": 32,
+    "max_train_examples": 64,
     "max_dev_examples": 12,
+    "eval_every": 10_000,
 }
 
 

@@ -190,8 +190,10 @@ class GradeHead:
         logits = out.logits
         rows = torch.arange(logits.shape[0], device=logits.device)
         grade_ids = torch.tensor(self.tokens.grades, device=logits.device)
-        # Full-vocabulary log-probabilities of the grade tokens: training pushes mass
-        # onto them, so the 4-way renormalisation at labeling time loses little.
+        # Full-vocabulary log-probabilities of the grade tokens. The soft loss renormalises
+        # them over the four (log_softmax is shift-invariant), so it only shapes how the
+        # grade mass is split; the LM loss on the majority grade's token is what moves mass
+        # onto the grade tokens from the rest of the vocabulary (free decoding's format).
         grade_logits = logits[rows, batch["grade_position"]].float().log_softmax(-1)[:, grade_ids]
         labels = batch["lm_labels"][:, 1:]
         if (labels != -100).any():

@@ -1,6 +1,6 @@
 """A tiny generative teacher learns to write its judgment (issue 18): trained on CPU in
-seconds, its free greedy decoding is parseable on most held-out pairs, and the closed-set
-labeler's off-schema count finds the same malformed share as parsing does.
+seconds, its free greedy decoding is parseable on >= 95% of held-out pairs, and the
+closed-set labeler's off-schema count finds the same malformed share as parsing does.
 
 (A lenient parser once read "Grade: not stated\nGrade: 2" as grade 2 and reported
 72/72 parseable where the labeler counted 30 off-schema; the first grade counts now.)"""
@@ -18,7 +18,9 @@ from training.teacher.explain import parse_judgment, prompt_ids
 from training.teacher.labeler import TeacherLabeler
 from training.teacher.train import train
 
-# Enough steps for a 2-layer, 32-wide Llama to learn the answer's format (not the task).
+# Enough steps for a 2-layer, 32-wide Llama to learn the answer's format (not the task):
+# 64 pairs (128 sequences) x 15 epochs = 240 steps; 120 steps left a third of the held-out
+# pairs writing a field value where the grade belongs.
 CONVERGED = {
     "kind": "generative",
     "template": "title",
@@ -27,8 +29,14 @@ CONVERGED = {
     "max_length": 48,
     "lr": 1e-2,
     "patience": 0,
-    "max_train_examples": 32,
+    "max_train_examples": 64,
     "max_dev_examples": 12,
+    # Longer than the run: one dev evaluation, at the last step, so the saved teacher is
+    # the trained one. Per-epoch evaluations let the best dev NDCG@10 of 12 pairs (noise
+    # at this scale, and a score of the direct prompt only) restore an early checkpoint
+    # that has not learned the step-by-step format (step 136 of 320 in a 40-epoch run:
+    # 48/72 parseable).
+    "eval_every": 10_000,
 }
 
 
@@ -67,8 +75,7 @@ def test_greedy_decoding_writes_a_parseable_judgment(generative_teacher, held_ou
             parse_judgment(tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True))
         )
     malformed = [p.error for p in parsed if p.error is not None]
-    # 120 steps teach a 2-layer model the format for most pairs, not all.
-    assert len(malformed) <= 0.5 * len(held_out), malformed[:5]
+    assert len(malformed) <= 0.05 * len(held_out), malformed[:5]
 
     # The labeler's off-schema count is the service's malformed metric; it is counted
     # for every explained pair and measures what parsing free decoding measures (the
