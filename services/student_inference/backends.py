@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,13 +157,14 @@ class TextPolicy:
     def texts(self, products: Sequence[student_inference_pb2.ScoreProduct]) -> list[str]:
         return [product_text(row, self.text_fields) for row in _request_rows(products)]
 
-    def count_truncated_texts(self, product_ids: Sequence[str], texts: Sequence[str]) -> int:
-        """Texts longer than ``max_length`` tokens alone (a two-tower product tower).
+    def truncated_texts(self, product_ids: Sequence[str], texts: Sequence[str]) -> list[bool]:
+        """Whether each text is longer than ``max_length`` tokens alone (a two-tower
+        product tower).
 
         Products come from the token cache (tokenized on first sight or text change).
         """
         limit = self.max_length - self.single_specials
-        return sum(p.full_length > limit for p in self.products.get(product_ids, texts))
+        return [p.full_length > limit for p in self.products.get(product_ids, texts)]
 
     def count_truncated_pairs(
         self, query: str, product_ids: Sequence[str], texts: Sequence[str]
@@ -324,6 +326,7 @@ class TwoTowerBackend:
                 f"{export_dir}: kind={spec.kind!r}; TwoTowerBackend needs a two-tower export"
             )
         self.spec = spec
+        self.model = spec.model_ref
         self.policy = TextPolicy.load(export_dir, export_dir / EXPORT_TOKENIZER)
         self._encoder = Tokenizer.from_file(str(export_dir / EXPORT_TOKENIZER))
         self._encoder.enable_truncation(spec.max_length)
@@ -357,6 +360,14 @@ class TwoTowerBackend:
             str(export_dir / graph), options, providers=["CPUExecutionProvider"]
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # The request's text fields the product tower reads, as one value per product.
+        self._text_of = operator.attrgetter(*self.policy.text_fields)
+        # Product id -> (its text fields as last seen, whether that text is truncated):
+        # a Score request re-sends the same products' texts, so the count is a dict
+        # lookup per product instead of rendering and hashing 100 texts every time. A
+        # changed text is counted afresh. Bounded by the export's catalog: unknown ids
+        # are rejected before counting. Worker threads share it; a race only recounts.
+        self._truncated: dict[str, tuple[object, bool]] = {}
 
     def embed_query(self, query: str) -> np.ndarray:
         """The L2-normalised query embedding [hidden]."""
@@ -374,28 +385,45 @@ class TwoTowerBackend:
         self, query: str, products: Sequence[student_inference_pb2.ScoreProduct]
     ) -> ScoreResult:
         """What :meth:`score` runs in a worker thread (the bench calls it directly)."""
-        rows = []
+        # One pass over the products: their embedding rows, and their truncation flags
+        # where the memo holds their current text.
+        rows, truncated, unseen = [], 0, []
         for i, product in enumerate(products):
-            row = self.rows.get(product.product_id)
+            product_id = product.product_id
+            row = self.rows.get(product_id)
             if row is None:
                 raise InvalidArgument(
                     f"products[{i}].product_id",
-                    f"unknown product {product.product_id!r}: not in the two-tower export's "
+                    f"unknown product {product_id!r}: not in the two-tower export's "
                     "precomputed embeddings",
                 )
             rows.append(row)
+            seen = self._truncated.get(product_id)
+            if seen is not None and seen[0] == self._text_of(product):
+                truncated += seen[1]
+            else:
+                unseen.append(product)
         cosine = self.embeddings[rows] @ self.embed_query(query)
-        # The embeddings were computed at export from the catalog's text; the request's
-        # text is counted as the product tower read it (text alone, not paired).
-        truncated = self.policy.count_truncated_texts(
-            [p.product_id for p in products], self.policy.texts(products)
-        )
+        if unseen:
+            truncated += self._count_unseen(unseen)
         return ScoreResult(
             scores=(self.scale * cosine + self.bias).tolist(),
             truncated=truncated,
-            model=self.spec.model_ref,
+            model=self.model,
             serving=self.serving,
         )
+
+    def _count_unseen(self, products: Sequence[student_inference_pb2.ScoreProduct]) -> int:
+        """Counts and memoises products whose current text the memo lacks.
+
+        The embeddings were computed at export from the catalog's text; the request's
+        text is counted as the product tower read it (text alone, not paired).
+        """
+        product_ids = [p.product_id for p in products]
+        flags = self.policy.truncated_texts(product_ids, self.policy.texts(products))
+        for product_id, product, flag in zip(product_ids, products, flags, strict=True):
+            self._truncated[product_id] = (self._text_of(product), flag)
+        return sum(flags)
 
     async def score(
         self,

@@ -76,13 +76,31 @@ def test_truncation_count_from_cached_tokens_equals_the_tokenizers(
     ids = [f"t{i}" for i in range(len(texts))]
     expected = sum(len(e.ids) > policy.max_length for e in tokenizer.encode_batch(texts))
     assert 0 < expected < len(texts)
-    assert policy.count_truncated_texts(ids, texts) == expected
+    assert sum(policy.truncated_texts(ids, texts)) == expected
     assert policy.products.misses == len(texts)
     # Cached: counted again without tokenizing; an edited product is re-tokenized.
-    assert policy.count_truncated_texts(ids, texts) == expected
+    assert sum(policy.truncated_texts(ids, texts)) == expected
     assert policy.products.misses == len(texts)
     longest = texts.index(max(texts, key=len))
     edited = [*texts]
     edited[longest] = "oak desk"
-    assert policy.count_truncated_texts(ids, edited) == expected - 1
+    assert sum(policy.truncated_texts(ids, edited)) == expected - 1
     assert policy.products.misses == len(texts) + 1
+
+
+def test_score_counts_the_requests_texts_and_recounts_a_changed_one(
+    two_tower_export: Path,
+) -> None:
+    backend = TwoTowerBackend(TwoTowerSettings(student_export_dir=two_tower_export))
+    long_title = " ".join(["three-seat linen sofa"] * 12)  # far past max_length 32
+
+    def truncated(title: str) -> int:
+        products = [student_inference_pb2.ScoreProduct(**row) for row in PRODUCTS]
+        products[0].title = title
+        return backend.score_blocking("sofa", products).truncated
+
+    assert truncated(PRODUCTS[0]["title"]) == 0
+    # Memoised per product id, but the count follows the request's current text.
+    assert truncated(long_title) == 1
+    assert truncated(long_title) == 1
+    assert truncated(PRODUCTS[0]["title"]) == 0
