@@ -171,11 +171,16 @@ class CpuMeter:
         self.groups.setdefault(group, []).append(psutil.Process(pid))
 
     def snapshot(self) -> dict[str, float]:
+        # The services and tritonserver are this process's children: each process is
+        # counted in the group whose root is nearest, never also in ``bench``.
+        roots_elsewhere = {
+            root.pid for group, roots in self.groups.items() if group != "bench" for root in roots
+        }
         totals = {}
         for group, roots in self.groups.items():
             total = 0.0
             for root in roots:
-                for process in [root, *root.children(recursive=True)]:
+                for process in [root, *_descendants(root, roots_elsewhere - {root.pid})]:
                     try:
                         times = process.cpu_times()
                     except psutil.NoSuchProcess:
@@ -185,6 +190,19 @@ class CpuMeter:
                     total += times.children_system
             totals[group] = total
         return totals
+
+
+def _descendants(root: psutil.Process, stop_at: set[int]) -> list[psutil.Process]:
+    """``root``'s descendants, leaving out the subtrees of the ``stop_at`` pids."""
+    found = []
+    try:
+        children = root.children()
+    except psutil.NoSuchProcess:
+        return found
+    for child in children:
+        if child.pid not in stop_at:
+            found += [child, *_descendants(child, stop_at)]
+    return found
 
 
 class Stats(dict[str, Any]):

@@ -116,9 +116,9 @@ class StudentInferenceServicer(student_inference_pb2_grpc.StudentInferenceServic
         check_deadline(context)
         async with self.gate.admit(context.time_remaining()) as timeout_s:
             try:
-                result = await asyncio.wait_for(
-                    self.backend.score(request.query, request.products, timeout_s), timeout_s
-                )
+                # A timeout scope, not wait_for: no extra task per request.
+                async with asyncio.timeout(timeout_s):
+                    result = await self.backend.score(request.query, request.products, timeout_s)
             except TimeoutError as exc:
                 raise DeadlineExceeded(
                     "the student did not answer within the caller's deadline"

@@ -160,6 +160,7 @@ def _export_two_tower(
     graph = onnx_export.export_mean_pooling_encoder(
         query_dir, fp32_path, max_length=spec.max_length
     )
+    onnx_export.fuse_attention(fp32_path, query_dir)
     tokenizer = _save_tokenizer(query_dir, result)
     result.files["onnx"] = QUERY_TOWER_ONNX
 
