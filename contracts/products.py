@@ -33,20 +33,21 @@ def _id_and_title(product: ProductLike) -> tuple[Any, Any]:
     return product.product_id, product.title
 
 
-def _checked_id(product: ProductLike, field: str) -> str:
-    """``product``'s id, once its id and title are known to be non-empty strings."""
-    product_id, title = _id_and_title(product)
+def _empty_field(product_id: Any, title: Any) -> str | None:
+    """The first of the required fields that is not a non-empty string, else None."""
     for name, value in (("product_id", product_id), ("title", title)):
         if not isinstance(value, str) or not value.strip():
-            raise InvalidProduct(f"{field}.{name}", "must not be empty")
-    return product_id
+            return name
+    return None
 
 
 def validate_product(product: ProductLike, field: str = "product") -> None:
     """Raises :class:`InvalidProduct` unless ``product`` (a products-table row or a wire
     message) has a product id and a title: every model reads the title, and every
     result is keyed by the id."""
-    _checked_id(product, field)
+    empty = _empty_field(*_id_and_title(product))
+    if empty is not None:
+        raise InvalidProduct(f"{field}.{empty}", "must not be empty")
 
 
 def validate_products(
@@ -54,11 +55,24 @@ def validate_products(
 ) -> None:
     """:func:`validate_product` for each of ``products`` (named ``field[i]``);
     ``unique_ids`` also rejects a product id seen earlier in the sequence."""
-    # One pass, one type check per product: Score validates up to 256 products per
-    # request on the serving path.
+    # Score validates up to 256 products per request on its serving path: the ids and
+    # titles are read in one pass and checked in bulk; the offending product is only
+    # looked for (and its field name built) when the bulk check fails.
+    fields = [_id_and_title(product) for product in products]
+    valid = all(
+        isinstance(product_id, str)
+        and isinstance(title, str)
+        and product_id.strip()
+        and title.strip()
+        for product_id, title in fields
+    )
+    if valid and (not unique_ids or len({product_id for product_id, _ in fields}) == len(fields)):
+        return
     seen: set[str] = set()
-    for i, product in enumerate(products):
-        product_id = _checked_id(product, f"{field}[{i}]")
+    for i, (product_id, title) in enumerate(fields):
+        empty = _empty_field(product_id, title)
+        if empty is not None:
+            raise InvalidProduct(f"{field}[{i}].{empty}", "must not be empty")
         if unique_ids:
             if product_id in seen:
                 raise InvalidProduct(f"{field}[{i}].product_id", f"duplicate {product_id!r}")

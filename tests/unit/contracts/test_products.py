@@ -48,6 +48,9 @@ def test_sequences_name_the_index_and_optionally_reject_duplicates() -> None:
         validate_products(products, unique_ids=True)
     with pytest.raises(InvalidProduct, match=r"^batch\[1\]\.title"):
         validate_products([ROW, {"product_id": "p2", "title": ""}], "batch")
+    # The first offending product is named, whatever its problem.
+    with pytest.raises(InvalidProduct, match=r"^products\[1\]\.product_id: duplicate"):
+        validate_products([ROW, ROW, {"product_id": [], "title": ""}], unique_ids=True)
 
 
 def test_wire_and_row_forms_round_trip() -> None:
