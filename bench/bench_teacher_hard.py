@@ -2,8 +2,10 @@
 
 Evaluates BM25, the zero-shot bi-encoder and a teacher checkpoint on a dataset's test
 split, with bootstrap 95% intervals over the test queries and the paired interval of
-teacher minus BM25 (``training.eval.intervals``). The demo's default run trains the
-teacher this measures (hard profile, 50 human-labeled train queries, 2 epochs).
+teacher minus BM25 (``training.eval.intervals``), and records the teacher's learning
+curve (dev NDCG@10 and NLL at each evaluation, from its ``teacher.json``) next to BM25's
+dev NDCG@10. The demo's default run trains the teacher this measures (hard profile, 50
+human-labeled train queries, 6 epochs, every dev pair).
 
     python bench/bench_teacher_hard.py --dataset-dir RUN/dataset --teacher RUN/teacher
 
@@ -40,6 +42,8 @@ def main() -> None:
         "bi-encoder": "bi-encoder",
         "teacher": f"teacher={args.teacher}",
     }
+    bm25_dev = evaluate_split(build_scorer("bm25", args.dataset_dir), args.dataset_dir, "dev")
+    trained = json.loads((args.teacher / "teacher.json").read_text())
     per_query, metrics = {}, {}
     for name, spec in models.items():
         print(f"evaluating {name}", flush=True)
@@ -60,6 +64,11 @@ def main() -> None:
         "test_queries": len(per_query["bm25"][0]),
         "models": metrics,
         "teacher_minus_bm25": paired_difference(per_query["teacher"], per_query["bm25"]).as_dict(),
+        "teacher_training": {
+            **{k: trained.get(k) for k in ("train_pairs", "steps", "template", "max_length")},
+            "dev_history": trained.get("history"),
+            "bm25_dev_ndcg@10": bm25_dev.metrics["ndcg@10"],
+        },
         "teacher_minus_bi_encoder": paired_difference(
             per_query["teacher"], per_query["bi-encoder"]
         ).as_dict(),
