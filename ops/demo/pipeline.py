@@ -65,8 +65,8 @@ SCALES: dict[str, DemoScale] = {
     "ci": DemoScale(400, 60, 48, 20, 1.0, 320, (12, 24, 48), 8, 1.0, 1, 5),
     # The README's run: scarce human labels (50 train queries), many unlabeled queries,
     # the hard profile, three seeds, 90 test queries; sized for 2 CPU cores (docs/demo.md
-    # has its time). The teacher needs its 6 epochs: on 50 queries it ranks no better
-    # than chance after one (dev NDCG@10 0.38) and passes BM25 from the second on
+    # has its time). The teacher needs its 6 epochs: on 50 queries it is far below BM25
+    # after one (dev NDCG@10 0.38 against 0.80) and passes it from the second on
     # (bench/results/teacher_hard.json); 4 student epochs give the human-only student
     # ~100 steps, 1 gave it 27.
     "default": DemoScale(3000, 600, 400, 50, 6.0, 0, (50, 100, 200), 8, 4.0, 3, 20),
