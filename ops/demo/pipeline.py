@@ -28,13 +28,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
 
 from ops.demo.report import ModelResult, write_report
 from services.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from training.student.config import StudentTrainConfig
 
 console = Console(stderr=True)
 
@@ -279,30 +282,35 @@ def student_runs(run: DemoRun) -> list[StudentRun]:
     ]
 
 
-def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
+def student_config(run: DemoRun, student: StudentRun, output_dir: Path) -> StudentTrainConfig:
+    """The demo's training settings for `student` (also what bench_distill_gain.py trains)."""
     from training.student.config import StudentTrainConfig
-    from training.student.train import train
 
     labels = run.state("candidates")
+    return StudentTrainConfig(
+        kind=student.kind,
+        dataset_dir=run.path("dataset"),
+        output_dir=output_dir,
+        name=student.name,
+        use_teacher_labels=student.augmented_queries > 0,
+        label_store=Path(labels["label_store"]),
+        snapshot=labels["snapshot"],
+        augmented_queries=student.augmented_queries,
+        epochs=run.scale.student_epochs,
+        eval_every=STUDENT_EVAL_EVERY,
+        eval_max_queries=STUDENT_EVAL_QUERIES,
+        seed=student.seed,
+    )
+
+
+def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
+    from training.student.train import train
+
     trained = {}
     runs = student_runs(run)
     for number, student in enumerate(runs, start=1):
         console.print(f"[bold]student {number}/{len(runs)}: {student.name}[/bold]")
-        config = StudentTrainConfig(
-            kind=student.kind,
-            dataset_dir=run.path("dataset"),
-            output_dir=run.path("students") / student.name,
-            name=student.name,
-            use_teacher_labels=student.augmented_queries > 0,
-            label_store=Path(labels["label_store"]),
-            snapshot=labels["snapshot"],
-            augmented_queries=student.augmented_queries,
-            epochs=run.scale.student_epochs,
-            eval_every=STUDENT_EVAL_EVERY,
-            eval_max_queries=STUDENT_EVAL_QUERIES,
-            seed=student.seed,
-        )
-        result = train(config)
+        result = train(student_config(run, student, run.path("students") / student.name))
         trained[student.name] = {**asdict(student), **asdict(result)}
     return {"students": trained}
 

@@ -1,0 +1,108 @@
+"""Benchmark: at equal scarce human data, does distillation beat the human-only student?
+
+The default demo's headline comparison for one student kind, cheap enough to run when
+the whole demo is not: on a demo run directory whose `candidates` stage has run, trains
+the demo's student (``ops.demo.pipeline.student_config``: budget in epochs, dev-only
+checkpoint selection) per seed on the human-labeled train queries alone and on those
+plus the teacher labels of ``--augmented`` unlabeled queries; evaluates both and the
+run's teacher on the test queries, seeds averaged per query, with bootstrap 95%
+intervals over the test queries and the paired interval of each difference
+(``training.eval.intervals``). A student whose checkpoint exists is evaluated, not
+retrained (the same settings train the same student).
+
+    python bench/bench_distill_gain.py --run-dir RUN [--seeds 3] [--augmented 200]
+
+Writes ``bench/results/distill_gain.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from ops.demo.pipeline import DemoRun, StudentRun, student_config
+from training.eval.evaluate import evaluate_split
+from training.eval.intervals import estimate, paired_difference
+from training.student.checkpoint import load_student
+from training.student.train import train
+from training.teacher.labeler import TeacherLabeler
+
+RESULTS = Path(__file__).parent / "results" / "distill_gain.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, required=True, help="`relkd demo --out` dir.")
+    parser.add_argument("--scale", default="default", help="The demo scale the run used.")
+    parser.add_argument("--seeds", type=int, default=3, help="Training seeds 0..N-1.")
+    parser.add_argument("--augmented", type=int, default=200, help="Teacher-labeled queries.")
+    parser.add_argument("--kind", default="cross-encoder", choices=["cross-encoder", "two-tower"])
+    args = parser.parse_args()
+    run = DemoRun(args.run_dir, args.scale)
+    dataset = run.path("dataset")
+    load_before, started = os.getloadavg()[0], time.monotonic()
+    per_query: dict[str, list[list[float]]] = {}
+    trained: dict[str, list[dict]] = {}
+    for augmented in (0, args.augmented):
+        group = f"{args.kind}-aug{augmented}"
+        for seed in range(args.seeds):
+            student = StudentRun(f"{group}-seed{seed}", group, args.kind, augmented, seed)
+            out = run.path("students-distill-gain") / student.name
+            if not (out / "student.json").exists():
+                print(f"training {student.name}", flush=True)
+                result = train(student_config(run, student, out))
+                trained.setdefault(group, []).append(
+                    {
+                        "seed": seed,
+                        "steps": result.steps,
+                        "best_dev_ndcg@10": result.best_dev_ndcg10,
+                    }
+                )
+            print(f"evaluating {student.name}", flush=True)
+            evaluation = evaluate_split(load_student(out), dataset, "test")
+            per_query.setdefault(group, []).append(evaluation.per_query["ndcg@10"])
+    print("evaluating the teacher", flush=True)
+    teacher = evaluate_split(TeacherLabeler.from_checkpoint(run.path("teacher")), dataset, "test")
+    per_query["teacher"] = [teacher.per_query["ndcg@10"]]
+    human, distilled = f"{args.kind}-aug0", f"{args.kind}-aug{args.augmented}"
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    result = {
+        "benchmark": "distill_gain",
+        "run_dir": str(args.run_dir),
+        "scale": args.scale,
+        "commit": commit,
+        "kind": args.kind,
+        "seeds": args.seeds,
+        "augmented_queries": args.augmented,
+        "student_epochs": run.scale.student_epochs,
+        "test_queries": len(per_query["teacher"][0]),
+        "trained_here": trained,
+        "ndcg@10": {name: estimate(values).as_dict() for name, values in per_query.items()},
+        "distilled_minus_human_only": paired_difference(
+            per_query[distilled], per_query[human]
+        ).as_dict(),
+        "distilled_minus_teacher": paired_difference(
+            per_query[distilled], per_query["teacher"]
+        ).as_dict(),
+        "human_only_minus_teacher": paired_difference(
+            per_query[human], per_query["teacher"]
+        ).as_dict(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_1m_before": load_before,
+            "load_avg_1m_after": os.getloadavg()[0],
+        },
+        "wall_s": time.monotonic() - started,
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("ndcg@10", "distilled_minus_human_only")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
