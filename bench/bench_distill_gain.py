@@ -11,8 +11,10 @@ intervals over the test queries and the paired interval of each difference
 retrained (the same settings train the same student).
 
     python bench/bench_distill_gain.py --run-dir RUN [--seeds 3] [--augmented 200]
+        [--kind cross-encoder|two-tower] [--out FILE]
 
-Writes ``bench/results/distill_gain.json``.
+Writes ``bench/results/distill_gain.json`` (the two-tower's: ``--out
+bench/results/distill_gain_two_tower.json``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="Training seeds 0..N-1.")
     parser.add_argument("--augmented", type=int, default=200, help="Teacher-labeled queries.")
     parser.add_argument("--kind", default="cross-encoder", choices=["cross-encoder", "two-tower"])
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     run = DemoRun(args.run_dir, args.scale)
     dataset = run.path("dataset")
@@ -100,7 +103,7 @@ def main() -> None:
         },
         "wall_s": time.monotonic() - started,
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("ndcg@10", "distilled_minus_human_only")}, indent=2))
 
 
