@@ -19,21 +19,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
+
+from run_record import commit, machine
 
 from ops.demo.pipeline import STAGES, DemoRun, run_demo
 from ops.demo.report import ModelResult, compare_students, comparison_table, results_table
 
 RESULTS_DIR = Path(__file__).parent / "results"
-
-
-def _commit() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-    )
-    return done.stdout.strip()
 
 
 def main() -> None:
@@ -66,14 +60,10 @@ def main() -> None:
     result = {
         "benchmark": "demo",
         "scale": args.scale,
-        "commit": _commit(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_avg_1m_before": load_before[0],
-            "load_avg_1m_after": os.getloadavg()[0],
-            # 1 on a CPU shared with other jobs: oversubscribed torch threads slow each other.
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        },
+        "commit": commit(),
+        # OMP_NUM_THREADS 1 on a CPU shared with other jobs: oversubscribed torch threads
+        # slow each other.
+        "machine": machine(load_before[0], OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS")),
         "wall_s_this_invocation": wall,
         "stages": stages,
         "config": run.config(),

@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
+
+from run_record import commit, machine
 
 from ops.demo.pipeline import DemoRun, StudentRun, student_config
 from training.eval.evaluate import evaluate_split
@@ -72,14 +73,11 @@ def main() -> None:
     teacher = evaluate_split(TeacherLabeler.from_checkpoint(run.path("teacher")), dataset, "test")
     per_query["teacher"] = [teacher.per_query["ndcg@10"]]
     human, distilled = f"{args.kind}-aug0", f"{args.kind}-aug{args.augmented}"
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     result = {
         "benchmark": "distill_gain",
         "run_dir": str(args.run_dir),
         "scale": args.scale,
-        "commit": commit,
+        "commit": commit(),
         "kind": args.kind,
         "seeds": args.seeds,
         "augmented_queries": args.augmented,
@@ -96,11 +94,7 @@ def main() -> None:
         "human_only_minus_teacher": paired_difference(
             per_query[human], per_query["teacher"]
         ).as_dict(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_avg_1m_before": load_before,
-            "load_avg_1m_after": os.getloadavg()[0],
-        },
+        "machine": machine(load_before),
         "wall_s": time.monotonic() - started,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+from run_record import machine
+
 from training.data.storage import MANIFEST
 from training.eval.evaluate import evaluate_split
 from training.eval.intervals import estimate, paired_difference
@@ -72,11 +74,7 @@ def main() -> None:
         "teacher_minus_bi_encoder": paired_difference(
             per_query["teacher"], per_query["bi-encoder"]
         ).as_dict(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_avg_1m_before": load_before,
-            "load_avg_1m_after": os.getloadavg()[0],
-        },
+        "machine": machine(load_before),
         "wall_s": time.monotonic() - started,
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
