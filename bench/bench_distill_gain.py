@@ -7,8 +7,8 @@ checkpoint selection) per seed on the human-labeled train queries alone and on t
 plus the teacher labels of ``--augmented`` unlabeled queries; evaluates both and the
 run's teacher on the test queries, seeds averaged per query, with bootstrap 95%
 intervals over the test queries and the paired interval of each difference
-(``training.eval.intervals``). A student whose checkpoint exists is evaluated, not
-retrained (the same settings train the same student).
+(``training.eval.intervals``). A student that finished with the same settings is evaluated,
+not retrained (``training.student.train.finished_run``).
 
     python bench/bench_distill_gain.py --run-dir RUN [--seeds 3] [--augmented 200]
         [--kind cross-encoder|two-tower] [--out FILE]
@@ -31,7 +31,7 @@ from ops.demo.pipeline import DemoRun, StudentRun, student_config
 from training.eval.evaluate import evaluate_split
 from training.eval.intervals import estimate, paired_difference
 from training.student.checkpoint import load_student
-from training.student.train import train
+from training.student.train import finished_run, train
 from training.teacher.labeler import TeacherLabeler
 
 RESULTS = Path(__file__).parent / "results" / "distill_gain.json"
@@ -56,9 +56,10 @@ def main() -> None:
         for seed in range(args.seeds):
             student = StudentRun(f"{group}-seed{seed}", group, args.kind, augmented, seed)
             out = run.path("students-distill-gain") / student.name
-            if not (out / "student.json").exists():
+            config = student_config(run, student, out)
+            if finished_run(config) is None:
                 print(f"training {student.name}", flush=True)
-                result = train(student_config(run, student, out))
+                result = train(config)
                 trained.setdefault(group, []).append(
                     {
                         "seed": seed,

@@ -304,13 +304,18 @@ def student_config(run: DemoRun, student: StudentRun, output_dir: Path) -> Stude
 
 
 def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
-    from training.student.train import train
+    """Trains every student; one that already finished with the same settings (the stage
+    crashed or was stopped after it) is kept, not retrained."""
+    from training.student.train import finished_run, train
 
     trained = {}
     runs = student_runs(run)
     for number, student in enumerate(runs, start=1):
-        console.print(f"[bold]student {number}/{len(runs)}: {student.name}[/bold]")
-        result = train(student_config(run, student, run.path("students") / student.name))
+        config = student_config(run, student, run.path("students") / student.name)
+        result = finished_run(config)
+        done = " (finished earlier: kept)" if result else ""
+        console.print(f"[bold]student {number}/{len(runs)}: {student.name}{done}[/bold]")
+        result = result or train(config)
         trained[student.name] = {**asdict(student), **asdict(result)}
     return {"students": trained}
 

@@ -208,6 +208,29 @@ def train(config: StudentTrainConfig) -> TrainResult:
         return _train(config)
 
 
+# Fields that say where or how a run reports, not what it trains.
+_NOT_TRAINING = {"output_dir", "resume", "progress"}
+
+
+def finished_run(config: StudentTrainConfig) -> TrainResult | None:
+    """The result of a finished run in ``config.output_dir`` that trained with the same
+    settings as ``config``, or None: lets a re-run of many students (the demo's
+    students stage, bench_distill_gain) skip the ones a crash did not interrupt.
+
+    The saved config has its budget resolved (``max_steps`` from ``epochs``), so
+    ``max_steps`` is compared only when ``epochs`` does not set it.
+    """
+    out = config.output_dir
+    if not (out / SUMMARY_JSON).exists() or not (out / "train_config.json").exists():
+        return None
+    saved = StudentTrainConfig.model_validate_json((out / "train_config.json").read_text())
+    ignore = _NOT_TRAINING | ({"max_steps"} if config.epochs is not None else set())
+    if saved.model_dump(exclude=ignore) != config.model_dump(exclude=ignore):
+        return None
+    summary = json.loads((out / SUMMARY_JSON).read_text())
+    return TrainResult(**{**summary, "output_dir": str(out)})
+
+
 MicroBatch = tuple[dict[str, Any], Targets, int]  # inputs, targets, pairs
 
 

@@ -15,7 +15,7 @@ from training.student.checkpoint import load_model, load_student
 from training.student.cli import app
 from training.student.config import StudentKind, StudentTrainConfig
 from training.student.scaling import run_scaling
-from training.student.train import LAST, METRICS_CSV, output_dir_lock, train
+from training.student.train import LAST, METRICS_CSV, finished_run, output_dir_lock, train
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -81,6 +81,24 @@ def test_resume_continues_an_interrupted_run(
     assert [int(r["step"]) for r in rows] == list(range(1, 7))
     # Steps 5 and 6 after the resume see the same batches, weights and optimizer state.
     assert [float(r["loss"]) for r in rows] == pytest.approx(full_losses, rel=1e-4)
+
+
+def test_finished_run_is_found_only_for_the_same_training_settings(
+    tiny_config: StudentTrainConfig, tmp_path: Path
+):
+    config = tiny_config.model_copy(update={"max_steps": 2, "eval_every": 1})
+    assert finished_run(config) is None
+    result = train(config)
+    # Reporting settings do not matter; anything that changes the model does.
+    assert finished_run(config.model_copy(update={"progress": True})) == result
+    assert finished_run(config.model_copy(update={"seed": config.seed + 1})) is None
+    assert finished_run(config.model_copy(update={"max_steps": 3})) is None
+    # Moved elsewhere, it is still the same run, reported where it now is.
+    moved = tmp_path / "moved"
+    config.output_dir.rename(moved)
+    found = finished_run(config.model_copy(update={"output_dir": moved}))
+    assert found is not None and found.output_dir == str(moved)
+    assert found.best_dev_ndcg10 == result.best_dev_ndcg10
 
 
 def test_early_stopping_stops_before_max_steps(tiny_config: StudentTrainConfig):
