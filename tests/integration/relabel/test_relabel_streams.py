@@ -131,19 +131,30 @@ class TopicReader:
 
 
 def wait_for(
-    condition: Callable[[], bool | dict[str, bool]], readers: list[TopicReader], timeout_s: float
+    condition: Callable[[], bool | dict[str, bool]],
+    readers: list[TopicReader],
+    timeout_s: float,
+    explain: Callable[[], str] = str,
 ) -> None:
     """Polls `readers` until `condition` holds (a dict: every entry holds; the failing
-    entries are named when time runs out)."""
+    entries are named when time runs out, followed by what `explain` says)."""
     deadline = time.monotonic() + timeout_s
     while True:
         state = condition()
         if all(state.values()) if isinstance(state, dict) else state:
             return
         missing = [k for k, ok in state.items() if not ok] if isinstance(state, dict) else []
-        assert time.monotonic() < deadline, f"timed out waiting for {missing or condition}"
+        assert time.monotonic() < deadline, (
+            f"timed out waiting for {missing or condition}\n{explain()}"
+        )
         for reader in readers:
             reader.poll()
+
+
+def log_tail(stack: Stack, service: str, lines: int = 40) -> str:
+    path = stack.log_dir / f"{service}.log"
+    text = path.read_text(errors="replace").splitlines() if path.exists() else ["(no log)"]
+    return f"--- last {lines} lines of {path}:\n" + "\n".join(text[-lines:])
 
 
 def request(**kind: Message) -> topics_pb2.RelabelRequest:
@@ -261,7 +272,31 @@ def test_every_relabel_kind_reaches_candidates_labels_and_the_label_store(
                 "labels": expected_pairs() <= new_labels(),
             }
 
-        wait_for(everything_arrived, [candidates, labels, dlq], 90)
+        def why_labels_are_missing() -> str:
+            # What a CI failure needs to be told apart: a batch never labeled, labeled by
+            # another teacher, or dead-lettered by the labeling workers.
+            versions: dict[str, set[str]] = {}
+            for _, m in labels.messages:
+                versions.setdefault(m.pair_key, set()).add(m.teacher.version)
+            missing = [
+                (b.source, b.query_id, p.product_id, sorted(versions.get(key, ())))
+                for b in batches()
+                for p in b.products
+                if (key := pair_key(b.query_id, p.product_id)) not in new_labels()
+            ]
+            letters = [(m.consumer_group, m.source_topic, m.reason) for _, m in dlq.messages]
+            return "\n".join(
+                [
+                    f"{len(missing)} pairs without a label by {new_version} "
+                    f"(source, query, product, versions seen): {missing[:20]}",
+                    f"{len(labels.messages)} labels read; dead letters: {letters}",
+                    log_tail(stack, "teacher-labeling"),
+                    log_tail(stack, "candidate-generation", 15),
+                ]
+            )
+
+        # Locally this takes ~8 s; CI's shared 2 cores have needed more than 90.
+        wait_for(everything_arrived, [candidates, labels, dlq], 180, why_labels_are_missing)
 
         # product_changed: the product reached a known query and its own synthetic query.
         carrying = carrying_changed()
