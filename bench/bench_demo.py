@@ -2,10 +2,12 @@
 
 The demo at ``--scale default`` is the distillation experiment the README and
 docs/demo.md quote: hard simulator profile, scarce human labels (the teacher and every
-student see the same 70 human-labeled train queries), many unlabeled queries labeled by
-the teacher through Kafka, cross-encoders on 0 / 100 / 200 / 400 augmented queries and
-two-towers on 0 / 400, each with three seeds and a budget in epochs, bootstrap 95%
-intervals over test queries, paired comparisons at equal human data.
+student see the same 50 human-labeled train queries), many unlabeled queries labeled by
+the teacher through Kafka, cross-encoders on 0 / 50 / 100 / 200 augmented queries and
+two-towers on 0 / 200, each with three seeds and a budget in epochs, bootstrap 95%
+intervals over test queries, paired comparisons at equal human data
+(``ops.demo.pipeline.SCALES`` holds each scale's sizes). ``--stage`` re-runs stages on
+an existing ``--out``; students that already finished with the same settings are kept.
 
     python bench/bench_demo.py [--scale default] [--out DIR] [--seed 0] [--plot docs/img/...]
 
