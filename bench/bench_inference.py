@@ -18,9 +18,22 @@ min/max, and the load average is recorded before and after. Paths:
   (tokenizers + onnxruntime, same thread count as the Triton model);
 * ``sentence_transformers`` - ``CrossEncoder(model_dir).predict`` on the checkpoint;
 * ``two_tower_grpc`` / ``two_tower_int8_grpc`` - the service with TwoTowerBackend
-  (precomputed product embeddings, in-process fp32 / per-channel int8 query tower);
+  (precomputed product embeddings, in-process fp32 / per-channel int8 query tower, run
+  on the event loop's thread);
+* ``two_tower_int8_grpc_threaded`` - the same with the query tower in a worker thread
+  (``RELKD_QUERY_TOWER_INLINE=false``);
 * ``two_tower_in_process`` / ``two_tower_int8_in_process`` - the same backend's
-  ``score_blocking`` called directly (what Score runs, without gRPC).
+  ``score_blocking`` called directly (what Score runs, without gRPC);
+* ``two_tower_int8_grpc_zipf`` - ``two_tower_int8_grpc`` under a Zipf query mix.
+
+Every two-tower request of the other paths carries a query its service (or backend) has
+not seen before: the query embedding cache never hits, so they measure the query
+tower on every request. ``two_tower_int8_grpc_zipf`` draws its queries from the same
+distinct queries with probability ``1 / rank**ZIPF_EXPONENT`` (head queries repeat, as
+in search traffic) and reports the cache's hit rate, read from the service's own
+``relkd_query_embedding_cache_total`` counter (``query_cache`` in the results file, for
+every two-tower path). The services run as ``python -m services.serve student-inference``
+does in a container (JSON logs, one line per RPC, to a file).
 
 ``--paths`` runs a subset. Besides wall-clock latency, every figure carries the CPU time
 the bench's processes (this one, the services, tritonserver and its stubs) spent per
@@ -48,8 +61,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +74,7 @@ import onnxruntime as ort
 import psutil
 import pyarrow.parquet as pq
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
 from rich.console import Console
 from rich.table import Table
@@ -78,7 +94,14 @@ from services.student_inference.backends import (
     two_tower_env,
 )
 from services.student_inference.triton_runtime import TritonServer, setup_venv
-from training.data.simulator import make_catalog, render_products
+from training.data.settings import DataSettings
+from training.data.simulator import (
+    DEFAULT_QUERY_MIX,
+    _query_lengths,
+    make_catalog,
+    make_queries,
+    render_products,
+)
 from training.export.exporter import export_student
 from training.export.triton_models.pair_tokens import PairAssembler, ProductTokenCache
 from training.export.triton_repo import write_cpu_repository
@@ -98,6 +121,8 @@ TWO_TOWER_PATHS = (
     "two_tower_int8_in_process",
     "two_tower_grpc",
     "two_tower_int8_grpc",
+    "two_tower_int8_grpc_threaded",
+    "two_tower_int8_grpc_zipf",
 )
 # Requests per client at each concurrency (times --scale). A request is ~17 GFLOP on
 # 2 shared cores, so these are small; the p99 of c=1 rests on 60 samples.
@@ -106,6 +131,11 @@ WARMUP = 10
 THREADS = 2  # intra-op threads of every path: the cores this machine has.
 # Two-tower requests per client are this multiple of REQUESTS (300 at c=1 per round).
 TWO_TOWER_SCALE = 5.0
+# Query popularity of the Zipf path: probability 1 / rank**s over the distinct queries.
+ZIPF_EXPONENT = 1.0
+# Product sets the two-tower requests pick from (the products' truncation memo is
+# bounded by the catalog: products repeat across requests, as a catalog's do).
+PRODUCT_PICKS = 64
 QUERIES = [
     "grey fabric sofa",
     "oak writing desk with drawers",
@@ -133,6 +163,18 @@ def catalog(count: int, directory: Path) -> tuple[Path, list[dict[str, str]]]:
     pq.write_table(table, path)
     rows = table.select(["product_id", "title", "product_type", "brand"]).to_pylist()
     return path, [{k: v or "" for k, v in row.items()} for row in rows]
+
+
+def simulated_queries(catalog_size: int, count: int) -> list[str]:
+    """``count`` distinct simulated search queries (different token ids each), written
+    from the products of :func:`catalog` (same seed) with the simulator's query mix and
+    the real WANDS query lengths when ``RELKD_WANDS_QUERIES`` is at hand."""
+    products = make_catalog(catalog_size, np.random.default_rng(0))
+    lengths = _query_lengths(DataSettings().wands_queries)
+    written = make_queries(products, count, np.random.default_rng(2), DEFAULT_QUERY_MIX, lengths)
+    if len(written) < count:
+        raise ValueError(f"the simulator wrote {len(written)} distinct queries, not {count}")
+    return [query.text for query in written]
 
 
 def build_students(directory: Path, checkpoint: Path | None) -> tuple[Path, Path]:
@@ -323,18 +365,97 @@ def tokenization_ms(
 
 
 def grpc_call(
-    address: str, requests: list[student_inference_pb2.ScoreRequest]
+    address: str, request_of: Callable[[int], student_inference_pb2.ScoreRequest]
 ) -> Callable[[int], Callable[[int], Awaitable[Any]]]:
     channel = grpc.aio.insecure_channel(address)
     stub = student_inference_pb2_grpc.StudentInferenceStub(channel)
 
     def make(_: int) -> Callable[[int], Awaitable[Any]]:
         async def call(i: int) -> Any:
-            return await stub.Score(requests[i % len(requests)], timeout=30)
+            return await stub.Score(request_of(i), timeout=30)
 
         return call
 
     return make
+
+
+def two_tower_requests(
+    queries: list[str],
+    rows: list[dict[str, str]],
+    products: int,
+    count: int,
+    rng: np.random.Generator,
+    zipf: float | None = None,
+) -> list[student_inference_pb2.ScoreRequest]:
+    """``count`` requests: the queries in order, each once, or with ``zipf``, drawn with
+    probability ``1 / rank**zipf`` (rank: position in ``queries``)."""
+    if zipf is None:
+        if count > len(queries):
+            raise ValueError(f"{count} requests need as many distinct queries, not {len(queries)}")
+        chosen = queries[:count]
+    else:
+        weights = 1.0 / np.arange(1, len(queries) + 1) ** zipf
+        chosen = [queries[k] for k in rng.choice(len(queries), count, p=weights / weights.sum())]
+    picks = [rng.choice(len(rows), products, replace=False) for _ in range(PRODUCT_PICKS)]
+    return [
+        student_inference_pb2.ScoreRequest(
+            query=query, products=[rows[i] for i in picks[n % PRODUCT_PICKS]]
+        )
+        for n, query in enumerate(chosen)
+    ]
+
+
+def next_of(
+    requests: list[student_inference_pb2.ScoreRequest],
+) -> Callable[[int], student_inference_pb2.ScoreRequest]:
+    """Each call the next request of ``requests`` (the index asked for is ignored), so
+    no request repeats across warm-ups, levels and rounds."""
+    stream = iter(requests)
+    return lambda _: next(stream)
+
+
+def sent_per_path(scale: float, levels: tuple[int, ...], repeats: int) -> int:
+    """Requests one path sends in a run (warm-ups included), as :func:`sweep` sends them."""
+    per_round = sum(
+        max(2, int(WARMUP * min(scale, 1.0))) + c * max(2, int(REQUESTS[c] * scale)) for c in levels
+    )
+    return repeats * per_round
+
+
+def query_tokens_mean(
+    export_dir: Path, requests: list[student_inference_pb2.ScoreRequest]
+) -> float:
+    """Mean tokens the query tower reads per request ([CLS] and [SEP] included)."""
+    spec = read_student_spec(export_dir)
+    tokenizer = Tokenizer.from_file(str(export_dir / "tokenizer" / "tokenizer.json"))
+    tokenizer.enable_truncation(spec.max_length)
+    tokenizer.no_padding()
+    encodings = tokenizer.encode_batch([r.query for r in requests])
+    return round(float(np.mean([len(e.ids) for e in encodings])), 2)
+
+
+def cache_counts(metrics_url: str) -> dict[str, float]:
+    """The service's query embedding cache hits and misses (its Prometheus counter)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    counts = {"hit": 0.0, "miss": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == "relkd_query_embedding_cache":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["outcome"]] = sample.value
+    return counts
+
+
+def cache_summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    """Per round hits and misses (every level, warm-ups included) -> the hit rates."""
+    rates = [r["hit"] / (r["hit"] + r["miss"]) if r["hit"] + r["miss"] else 0.0 for r in rounds]
+    return {
+        "hit_rate": round(float(np.median(rates)), 3),
+        "hit_rate_by_round": [round(r, 3) for r in rates],
+        "hits": int(sum(r["hit"] for r in rounds)),
+        "misses": int(sum(r["miss"] for r in rounds)),
+    }
 
 
 def threaded_call(fn: Callable[[int], Any]) -> Callable[[int], Callable[[int], Awaitable[Any]]]:
@@ -455,29 +576,32 @@ def model_flops(model_dir: Path, batch: int, seq: int) -> float:
     return float(layers * per_layer + head)
 
 
-def start_service(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+@dataclass(frozen=True)
+class Service:
+    process: subprocess.Popen[bytes]
+    address: str
+    metrics_url: str
+
+
+def start_service(env: dict[str, str], log_path: Path) -> Service:
+    port, metrics_port = free_port(), free_port()
     full = {**os.environ, **env, "RELKD_STUDENT_INFERENCE_PORT": str(port)}
-    full["RELKD_METRICS_PORT"] = str(free_port())
+    full["RELKD_METRICS_PORT"] = str(metrics_port)
     # Closed-loop clients queue up to 32 requests at Triton's single model instance;
     # the bench measures queueing, so the outage guard must not cut it short.
     full["RELKD_TRITON_TIMEOUT_S"] = "120"
-    # What `relkd serve student-inference` runs, without the CLI around it.
-    code = (
-        "import asyncio; from services.core.settings import get_settings; "
-        "from services.student_inference.service import serve; asyncio.run(serve(get_settings()))"
-    )
+    # What a container runs (`relkd serve student-inference` without the whole CLI):
+    # JSON logs included, one line per RPC.
+    command = [sys.executable, "-m", "services.serve", "student-inference"]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", code], env=full, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, env=full, stdout=log, stderr=subprocess.STDOUT)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while health_status(address, "relevance.v1.StudentInference") != "SERVING":
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"student-inference did not start:\n{log_path.read_text()}")
         time.sleep(0.2)
-    return process, address
+    return Service(process, address, f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -502,9 +626,15 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for q, pick in zip(QUERIES, picks, strict=True)
     ]
     texts = [(q, [rows[i]["title"] for i in pick]) for q, pick in zip(QUERIES, picks, strict=True)]
+    selected = set(args.paths)
+    # A two-tower path's requests never repeat a query (but the Zipf path's).
+    tt_scale = max(args.scale, TWO_TOWER_SCALE)
+    tt_sent = sent_per_path(tt_scale, args.concurrency, args.repeats)
+    queries = simulated_queries(len(rows), max(tt_sent, 4000))
+    distinct = two_tower_requests(queries, rows, args.products, tt_sent, rng)
+    zipf = two_tower_requests(queries, rows, args.products, tt_sent, rng, zipf=ZIPF_EXPONENT)
 
     in_process = InProcess(ce_export, max_length)
-    selected = set(args.paths)
     st_predict = (
         sentence_transformers_scorer(ce_checkpoint / "model", max_length)
         if "sentence_transformers" in selected
@@ -519,9 +649,11 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         return texts[i % len(texts)]
 
     def tower_call(int8: bool) -> Callable[[int], Any]:
+        next_request = next_of(distinct)
+
         def call(i: int) -> Any:
-            request = requests[i % len(requests)]
-            # What the service's Score runs (TwoTowerBackend.score's worker thread).
+            request = next_request(i)
+            # What the service's Score runs (TwoTowerBackend.score).
             return two_tower[int8].score_blocking(request.query, request.products)
 
         return call
@@ -547,6 +679,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     served_scores: dict[str, list[np.ndarray]] = {}
     processes: list[subprocess.Popen[bytes]] = []
+    metrics_urls: dict[str, str] = {}
     meter = CpuMeter()
     load_before = os.getloadavg()
     with contextlib.ExitStack() as stack:
@@ -568,30 +701,48 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 path: threaded_call(fn) for path, fn in in_process_paths.items() if path in selected
             }
             addresses = {}
+            int8_env = {**two_tower_env(tt_export), "RELKD_QUERY_TOWER_INT8": "true"}
             services = {
                 **{path: triton_env(server, model) for path, model in served.items() if server},
                 "two_tower_grpc": two_tower_env(tt_export),
-                "two_tower_int8_grpc": {
-                    **two_tower_env(tt_export),
-                    "RELKD_QUERY_TOWER_INT8": "true",
-                },
+                "two_tower_int8_grpc": int8_env,
+                "two_tower_int8_grpc_threaded": {**int8_env, "RELKD_QUERY_TOWER_INLINE": "false"},
+                "two_tower_int8_grpc_zipf": int8_env,
             }
             for path, env in services.items():
                 if path not in selected:
                     continue
-                process, addresses[path] = start_service(env, work / f"service-{path}.log")
-                processes.append(process)
-                meter.add("service", process.pid)
-                paths[path] = grpc_call(addresses[path], requests)
+                service = start_service(env, work / f"service-{path}.log")
+                processes.append(service.process)
+                meter.add("service", service.process.pid)
+                addresses[path], metrics_urls[path] = service.address, service.metrics_url
+                if path.startswith("two_tower"):
+                    next_request = next_of(zipf if path.endswith("_zipf") else distinct)
+                else:
+                    next_request = lambda i: requests[i % len(requests)]  # noqa: E731
+                paths[path] = grpc_call(addresses[path], next_request)
             # sentence-transformers is ~10x slower per request; fewer keep the run short.
             scales = {"sentence_transformers": args.scale / 4}
             # A two-tower request takes milliseconds: enough of them for a real p99.
-            scales.update({p: max(args.scale, TWO_TOWER_SCALE) for p in paths if "two_tower" in p})
+            scales.update({p: tt_scale for p in paths if "two_tower" in p})
             rounds: dict[str, list[dict[str, Stats]]] = {p: [] for p in paths}
+            # Query embedding cache hits and misses of each two-tower path, per round.
+            cache_rounds: dict[str, list[dict[str, float]]] = {
+                p: [] for p in paths if p.startswith("two_tower")
+            }
+
+            def counts(path: str) -> dict[str, float]:
+                if path in metrics_urls:
+                    return cache_counts(metrics_urls[path])
+                cache = two_tower["int8" in path].query_cache
+                assert cache is not None
+                return {"hit": cache.hits, "miss": cache.misses}
+
             order = list(paths)
             for repeat in range(args.repeats):
                 rotated = order[repeat % len(order) :] + order[: repeat % len(order)]
                 for path in rotated:
+                    before = counts(path) if path in cache_rounds else {}
                     rounds[path].append(
                         await sweep(
                             path,
@@ -601,6 +752,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             meter,
                         )
                     )
+                    if path in cache_rounds:
+                        after = counts(path)
+                        cache_rounds[path].append({k: after[k] - before[k] for k in after})
             for path in served:
                 served_scores[path] = await score_all(addresses[path], requests)
         finally:
@@ -608,6 +762,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 stop(process)
     load_after = os.getloadavg()
     results: dict[str, Any] = {path: summarise(r) for path, r in rounds.items()}
+    query_cache = {path: cache_summary(r) for path, r in cache_rounds.items()}
 
     cross_encoder = [p for p in CROSS_ENCODER_PATHS if p in results]
     quality: dict[str, Any] = {}
@@ -722,8 +877,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "hidden": config.hidden_size,
             "max_length": max_length,
             "products_per_request": args.products,
+            "two_tower_query_tokens_mean": query_tokens_mean(tt_export, distinct),
+            "zipf_exponent": ZIPF_EXPONENT,
+            "zipf_distinct_queries": len(queries),
         },
         "results": results,
+        "query_cache": query_cache,
         "quality": quality,
         "compute": compute,
         "tokenization": tokenization,
@@ -746,7 +905,7 @@ def print_table(report: dict[str, Any]) -> None:
         table.add_row(path, *cells)
     console.print(table)
     console.print(report["machine"], report["targets"], report["compute"], report["quality"])
-    console.print(report["tokenization"])
+    console.print(report["tokenization"], report["query_cache"])
 
 
 def main() -> None:

@@ -53,6 +53,20 @@ def test_sequences_name_the_index_and_optionally_reject_duplicates() -> None:
         validate_products([ROW, ROW, {"product_id": [], "title": ""}], unique_ids=True)
 
 
+def test_sequences_of_wire_messages_and_mixes_are_checked_alike() -> None:
+    sofa = student_inference_pb2.ScoreProduct(product_id="p1", title="sofa")
+    validate_products([sofa, product_message({"product_id": "p2", "title": "desk"})])
+    with pytest.raises(InvalidProduct, match=r"^products\[1\]\.product_id: duplicate 'p1'$"):
+        validate_products([sofa, sofa], unique_ids=True)
+    untitled = student_inference_pb2.ScoreProduct(product_id="p2", title=" ")
+    with pytest.raises(InvalidProduct, match=r"^products\[1\]\.title"):
+        validate_products([sofa, untitled])
+    # A message then a row: each read its own way.
+    with pytest.raises(InvalidProduct, match=r"^products\[1\]\.title"):
+        validate_products([sofa, {"product_id": "p2", "title": None}])
+    validate_products([sofa, {"product_id": "p2", "title": "desk"}], unique_ids=True)
+
+
 def test_wire_and_row_forms_round_trip() -> None:
     row = product_row(product_message(ROW))
     assert row["product_id"] == "p1" and row["attributes"] == {"colour": "grey"}

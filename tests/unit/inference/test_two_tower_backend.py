@@ -1,13 +1,16 @@
 """The two-tower backend in-process: its ONNX Runtime query towers (fp32 and the
-per-channel int8 one) score like the torch checkpoint, and the truncation count read
-from the product token cache equals the tokenizer's count."""
+per-channel int8 one) score like the torch checkpoint, the truncation count read
+from the product token cache equals the tokenizer's count, and the query embedding
+cache changes no score."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from relevance.v1 import student_inference_pb2
 from scipy.stats import spearmanr
 from tokenizers import Tokenizer
@@ -104,3 +107,45 @@ def test_score_counts_the_requests_texts_and_recounts_a_changed_one(
     assert truncated(long_title) == 1
     assert truncated(long_title) == 1
     assert truncated(PRODUCTS[0]["title"]) == 0
+
+
+def test_query_embedding_cache_hits_return_the_towers_embedding(two_tower_export: Path) -> None:
+    cached = TwoTowerBackend(
+        TwoTowerSettings(student_export_dir=two_tower_export, query_embedding_cache_size=2)
+    )
+    uncached = TwoTowerBackend(
+        TwoTowerSettings(student_export_dir=two_tower_export, query_embedding_cache_size=0)
+    )
+    assert cached.query_cache is not None and uncached.query_cache is None
+    products = [student_inference_pb2.ScoreProduct(**row) for row in PRODUCTS]
+    hits = REGISTRY.get_sample_value("relkd_query_embedding_cache_total", {"outcome": "hit"}) or 0
+    # The uncased tokenizer reads these as the same query: one entry, one miss.
+    for query in ["grey sofa", "Grey  SOFA ", "grey sofa"]:
+        assert (
+            cached.score_blocking(query, products).scores
+            == uncached.score_blocking(query, products).scores
+        )
+    assert (cached.query_cache.hits, cached.query_cache.misses) == (2, 1)
+    assert (
+        REGISTRY.get_sample_value("relkd_query_embedding_cache_total", {"outcome": "hit"})
+        == hits + 2
+    )
+    # Least recently used goes first: "lamp" evicts "oak desk", not the reused "grey sofa".
+    for query in ["oak desk", "grey sofa", "lamp", "grey sofa", "oak desk"]:
+        cached.embed_query(query)
+    assert (cached.query_cache.hits, cached.query_cache.misses) == (4, 4)
+    assert len(cached.query_cache) == 2
+    with pytest.raises(ValueError):
+        cached.embed_query("grey sofa")[0] = 0.0  # shared by every hit: read-only
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_score_inline_or_in_a_worker_thread_scores_alike(
+    two_tower_export: Path, inline: bool
+) -> None:
+    backend = TwoTowerBackend(
+        TwoTowerSettings(student_export_dir=two_tower_export, query_tower_inline=inline)
+    )
+    products = [student_inference_pb2.ScoreProduct(**row) for row in PRODUCTS]
+    result = asyncio.run(backend.score("oak writing desk", products, timeout_s=None))
+    assert result.scores == backend.score_blocking("oak writing desk", products).scores
