@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import transformers
 from rich.progress import track
+from run_record import commit, machine
 from sentence_transformers.cross_encoder import CrossEncoder
 from sentence_transformers.cross_encoder.losses import MarginMSELoss
 from transformers import get_linear_schedule_with_warmup
@@ -182,13 +183,10 @@ def main() -> None:
     gap = paired_difference(runs["relkd"], runs["sentence_transformers"])
     result = {
         "benchmark": "student_train",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_avg_1m_before": load_before[0],
-            "load_avg_1m_after": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "commit": commit(),
+        "machine": machine(
+            load_before[0], python=platform.python_version(), torch=torch.__version__
+        ),
         "setup": {
             "steps": args.steps,
             "seeds": args.seeds,
