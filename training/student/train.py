@@ -68,6 +68,7 @@ METRICS_FIELDS = (
 )
 LOCK_FILE = ".lock"
 SUMMARY_JSON = "train_summary.json"
+CONFIG_JSON = "train_config.json"
 NDCG_K = 10
 
 
@@ -221,9 +222,9 @@ def finished_run(config: StudentTrainConfig) -> TrainResult | None:
     ``max_steps`` is compared only when ``epochs`` does not set it.
     """
     out = config.output_dir
-    if not (out / SUMMARY_JSON).exists() or not (out / "train_config.json").exists():
+    if not (out / SUMMARY_JSON).exists() or not (out / CONFIG_JSON).exists():
         return None
-    saved = StudentTrainConfig.model_validate_json((out / "train_config.json").read_text())
+    saved = StudentTrainConfig.model_validate_json((out / CONFIG_JSON).read_text())
     ignore = _NOT_TRAINING | ({"max_steps"} if config.epochs is not None else set())
     if saved.model_dump(exclude=ignore) != config.model_dump(exclude=ignore):
         return None
@@ -334,7 +335,10 @@ def _train(config: StudentTrainConfig) -> TrainResult:
     )
     resuming = config.resume and loop.resume(task)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(config.model_dump_json(indent=2) + "\n")
+    # A summary says the checkpoint beside it is a finished run's (finished_run): an
+    # earlier run's must not outlive this one's first overwritten checkpoint.
+    (out / SUMMARY_JSON).unlink(missing_ok=True)
+    (out / CONFIG_JSON).write_text(config.model_dump_json(indent=2) + "\n")
     log = MetricsLog(out / METRICS_CSV, METRICS_FIELDS, append=resuming)
     try:
         run = loop.run(task, log)

@@ -84,7 +84,7 @@ def test_resume_continues_an_interrupted_run(
 
 
 def test_finished_run_is_found_only_for_the_same_training_settings(
-    tiny_config: StudentTrainConfig, tmp_path: Path
+    tiny_config: StudentTrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     config = tiny_config.model_copy(update={"max_steps": 2, "eval_every": 1})
     assert finished_run(config) is None
@@ -99,6 +99,18 @@ def test_finished_run_is_found_only_for_the_same_training_settings(
     found = finished_run(config.model_copy(update={"output_dir": moved}))
     assert found is not None and found.output_dir == str(moved)
     assert found.best_dev_ndcg10 == result.best_dev_ndcg10
+
+    # The same settings trained again into that directory and interrupted: the earlier
+    # run's summary no longer vouches for the checkpoint, so the run is not finished.
+    again = config.model_copy(update={"output_dir": moved})
+
+    def crash(self: MetricsLog, row: dict[str, float]) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MetricsLog, "write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(again)
+    assert finished_run(again) is None
 
 
 def test_early_stopping_stops_before_max_steps(tiny_config: StudentTrainConfig):
