@@ -278,11 +278,12 @@ def test_every_relabel_kind_reaches_candidates_labels_and_the_label_store(
             versions: dict[str, set[str]] = {}
             for _, m in labels.messages:
                 versions.setdefault(m.pair_key, set()).add(m.teacher.version)
+            labeled = new_labels()
             missing = [
                 (b.source, b.query_id, p.product_id, sorted(versions.get(key, ())))
                 for b in batches()
                 for p in b.products
-                if (key := pair_key(b.query_id, p.product_id)) not in new_labels()
+                if (key := pair_key(b.query_id, p.product_id)) not in labeled
             ]
             letters = [(m.consumer_group, m.source_topic, m.reason) for _, m in dlq.messages]
             return "\n".join(
