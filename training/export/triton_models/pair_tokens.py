@@ -99,52 +99,70 @@ class PairAssembler:
         ids = encoding.ids
         return ProductTokens(text_hash(text), np.asarray(ids[: self.keep], np.int64), len(ids))
 
-    def truncated_lengths(self, query_length: int, product_length: int) -> tuple[int, int]:
-        """Lengths kept of each sequence: the ``tokenizers`` library's ``longest_first``.
+    def truncated_lengths(self, query_length: int, product_lengths: np.ndarray) -> np.ndarray:
+        """[rows, 2] lengths kept of (query, product): the ``tokenizers`` ``longest_first``.
 
         The shorter sequence stays whole when the longer one can take the rest of the
         budget; otherwise the budget is halved, the odd token to the longer sequence
         (to the product on a tie). Mirrors ``truncate_encodings`` in tokenizers 0.2x.
         """
         budget = self.keep
-        if query_length + product_length <= budget:
-            return query_length, product_length
-        short, long = sorted((query_length, product_length))
-        long = short if short > budget else max(short, budget - short)
-        if short + long > budget:
-            short, long = budget // 2, budget // 2 + budget % 2
-        if query_length > product_length:
-            return min(long, query_length), min(short, product_length)
-        return min(short, query_length), min(long, product_length)
+        query = np.full_like(product_lengths, query_length)
+        short = np.minimum(query, product_lengths)
+        long = np.where(short > budget, short, np.maximum(short, budget - short))
+        halved = short + long > budget
+        short = np.where(halved, budget // 2, short)
+        long = np.where(halved, budget // 2 + budget % 2, long)
+        query_longer = query > product_lengths
+        kept_query = np.minimum(np.where(query_longer, long, short), query)
+        kept_product = np.minimum(np.where(query_longer, short, long), product_lengths)
+        fits = query + product_lengths <= budget
+        return np.stack(
+            [np.where(fits, query, kept_query), np.where(fits, product_lengths, kept_product)], 1
+        )
 
     def is_truncated(self, query_length: int, product: ProductTokens) -> bool:
         return query_length + product.full_length > self.keep
 
     def assemble(self, query_ids: Sequence[int], products: Sequence[ProductTokens]) -> dict:
-        """``input_ids``/``attention_mask``/``token_type_ids`` [rows, longest] int64."""
+        """``input_ids``/``attention_mask``/``token_type_ids`` [rows, longest] int64.
+
+        Vectorized over rows (a Python loop per row cost ~1.7 ms for 100 products):
+        each template slot starts at a per-row offset, and the query's and products'
+        kept tokens are scattered into place with one fancy-indexed write each.
+        """
         query = np.asarray(query_ids, np.int64)
-        kept = [self.truncated_lengths(len(query), p.full_length) for p in products]
-        lengths = [q + p + self.num_special for q, p in kept]
-        width = max(lengths, default=0)
-        input_ids = np.full((len(products), width), self.pad_id, np.int64)
-        type_ids = np.zeros((len(products), width), np.int64)
-        attention = np.zeros((len(products), width), np.int64)
-        for row, (product, (query_kept, product_kept)) in enumerate(
-            zip(products, kept, strict=True)
-        ):
-            position = 0
-            for slot, type_id in self.template:
-                if slot == "A":
-                    piece = query[:query_kept]
-                elif slot == "B":
-                    piece = product.ids[:product_kept]
-                else:
-                    piece = slot  # type: ignore[assignment]
-                width_of = 1 if np.isscalar(piece) else len(piece)
-                input_ids[row, position : position + width_of] = piece
-                type_ids[row, position : position + width_of] = type_id
-                position += width_of
-            attention[row, :position] = 1
+        rows = len(products)
+        full = np.fromiter((p.full_length for p in products), np.int64, rows)
+        kept = self.truncated_lengths(len(query), full)
+        widths = {"A": kept[:, 0], "B": kept[:, 1]}
+        lengths = kept.sum(1) + self.num_special
+        width = int(lengths.max(initial=0))
+        input_ids = np.full((rows, width), self.pad_id, np.int64)
+        type_ids = np.zeros((rows, width), np.int64)
+        row_index = np.arange(rows)
+        position = np.zeros(rows, np.int64)
+        for slot, type_id in self.template:
+            if slot == "A":
+                # Query token j of row r lands at position[r] + j when j < kept query.
+                r, j = np.nonzero(np.arange(len(query)) < widths["A"][:, None])
+                input_ids[r, position[r] + j] = query[j]
+                type_ids[r, position[r] + j] = type_id
+                position = position + widths["A"]
+            elif slot == "B":
+                # Products' kept ids, concatenated, each placed after its row's offset.
+                r = np.repeat(row_index, widths["B"])
+                j = np.arange(len(r)) - np.repeat(np.cumsum(widths["B"]) - widths["B"], widths["B"])
+                pieces = [p.ids[:k] for p, k in zip(products, widths["B"].tolist(), strict=True)]
+                flat = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+                input_ids[r, position[r] + j] = flat
+                type_ids[r, position[r] + j] = type_id
+                position = position + widths["B"]
+            else:
+                input_ids[row_index, position] = slot
+                type_ids[row_index, position] = type_id
+                position = position + 1
+        attention = (np.arange(width) < lengths[:, None]).astype(np.int64)
         return {
             "input_ids": input_ids,
             "attention_mask": attention,
