@@ -119,8 +119,10 @@ def device_token_budget(model: PreTrainedModel, device: torch.device) -> int:
     Per token, a no-grad forward pass holds about one layer's activations at a time:
     the hidden state a few times over (residual, normed input, attention output, q/k/v)
     and the MLP's intermediate activations (gate, up, their product), in the model's
-    dtype. Classifier heads and the grade slot's vocabulary logits are per row, not per
-    token, and small. A CPU has no such limit worth sizing: it gets CPU_TOKEN_BUDGET.
+    dtype. A decoder also keeps every layer's keys and values of the batch's prompts
+    while the explainable path runs its slot passes on them. Classifier heads and the
+    grade slot's vocabulary logits are per row, not per token, and small. A CPU has no
+    such limit worth sizing: it gets CPU_TOKEN_BUDGET.
     """
     if device.type != "cuda":
         return CPU_TOKEN_BUDGET
@@ -129,7 +131,12 @@ def device_token_budget(model: PreTrainedModel, device: torch.device) -> int:
     hidden = int(config.hidden_size)
     intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
     dtype_bytes = next(model.parameters()).element_size()
-    per_token = dtype_bytes * (8 * hidden + 3 * intermediate)
+    kv_cache = 0
+    if hasattr(config, "num_key_value_heads"):  # decoders with a key/value cache
+        heads = int(config.num_attention_heads)
+        head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+        kv_cache = 2 * int(config.num_hidden_layers) * int(config.num_key_value_heads) * head_dim
+    per_token = dtype_bytes * (8 * hidden + 3 * intermediate + kv_cache)
     return max(CPU_TOKEN_BUDGET, int(free_bytes * FREE_MEMORY_SHARE) // per_token)
 
 
@@ -294,7 +301,7 @@ class TeacherLabeler:
         """
         ids, mask = _pad(rows, self.tokenizer.pad_token_id, left=False)
         hidden = self.model.base_model(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False
         ).last_hidden_state
         last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
         return self.model.get_output_embeddings()(hidden[torch.arange(len(rows)), last])
