@@ -411,6 +411,23 @@ def serving_fn(model):
     return score
 
 
+def capture_graph(score: Callable[[dict[str, Any]], Any], static: dict[str, Any]):
+    """A CUDA graph of ``score`` on the ``static`` input tensors (warmed up on a side
+    stream first, as graph capture requires); replay it after copying into ``static``."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            score(static)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = score(static)
+    return graph, static_out
+
+
 def build_cross_encoder(max_length: int, fields: list[str]):
     """The project's cross-encoder student, saved and re-loaded through its checkpoint code."""
     import torch
@@ -553,15 +570,7 @@ def part_serve() -> None:
             device,
         )
         with torch.inference_mode():
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    score(static)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = score(static)
+            graph, static_out = capture_graph(score, static)
 
             def replay(i: int):
                 q, t = requests[i % len(requests)]
@@ -1222,43 +1231,54 @@ def label_throughput(out: Path, count: int, explain_: bool, max_tokens: int | No
     }
 
 
-def part_teacher() -> None:
+def train_then_label(
+    part: str, kind: str, steps: int, token_pairs: int, labelings: dict[str, tuple]
+) -> None:
+    """Token statistics, a few LoRA training steps of a ``kind`` teacher, then each of
+    ``labelings`` (name -> label_throughput's pairs, explain, max_tokens)."""
     quiet_transformers()
-    steps, batch = n(40, 3), n(32, 4)
-    guarded("teacher", "tokens_classifier_rich_template", token_stats, "classifier", 500)
-    trained = guarded(
-        "teacher",
-        "train_classifier_lora_bf16",
-        lambda: run_teacher_training("classifier", steps, batch)[0],
+    tokens_key = (
+        "tokens_classifier_rich_template"
+        if kind == "classifier"
+        else ("tokens_step_by_step_prompt")
     )
-    out = WORK / "teacher-classifier"
+    guarded(part, tokens_key, token_stats, kind, token_pairs)
+    trained = guarded(
+        part,
+        f"train_{kind}_lora_bf16",
+        lambda: run_teacher_training(kind, steps, n(32, 4))[0],
+    )
     if trained:
-        guarded("teacher", "labeler_classifier", label_throughput, out, n(2000, 40), False)
-        guarded(
-            "teacher",
-            "labeler_classifier_max_tokens_65536",
-            label_throughput,
-            out,
-            n(2000, 40),
-            False,
-            65536,
-        )
+        for name, args in labelings.items():
+            guarded(part, name, label_throughput, WORK / f"teacher-{kind}", *args)
+
+
+def part_teacher() -> None:
+    pairs = n(2000, 40)
+    train_then_label(
+        "teacher",
+        "classifier",
+        n(40, 3),
+        500,
+        {
+            "labeler_classifier": (pairs, False),
+            "labeler_classifier_max_tokens_65536": (pairs, False, 65536),
+        },
+    )
 
 
 def part_generative() -> None:
-    quiet_transformers()
-    steps, batch = n(12, 2), n(32, 4)
-    guarded("generative", "tokens_step_by_step_prompt", token_stats, "generative", 200)
-    trained = guarded(
+    train_then_label(
         "generative",
-        "train_generative_lora_bf16",
-        lambda: run_teacher_training("generative", steps, batch)[0],
+        "generative",
+        n(12, 2),
+        200,
+        {
+            "labeler_direct": (n(1000, 20), False),
+            "labeler_explain": (n(128, 6), True),
+            "labeler_explain_1000": (n(1000, 12), True),
+        },
     )
-    out = WORK / "teacher-generative"
-    if trained:
-        guarded("generative", "labeler_direct", label_throughput, out, n(1000, 20), False)
-        guarded("generative", "labeler_explain", label_throughput, out, n(128, 6), True)
-        guarded("generative", "labeler_explain_1000", label_throughput, out, n(1000, 12), True)
 
 
 # ----------------------------------------------------------------------------- main
@@ -1380,15 +1400,7 @@ def part_assembly() -> None:
         }
         host = {k: torch.zeros_like(v, device="cpu").pin_memory() for k, v in static.items()}
         with torch.inference_mode():
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    score(static)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = score(static)
+            graph, static_out = capture_graph(score, static)
 
             def replay(i: int):
                 arrays = rows(i)
