@@ -69,6 +69,13 @@ def _pair_template(tokenizer: Tokenizer) -> list[_Slot]:
     return template
 
 
+def _segments(widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, offset in its row) of every token when row r holds ``widths[r]`` tokens,
+    listed row after row."""
+    rows = np.repeat(np.arange(len(widths)), widths)
+    return rows, np.arange(len(rows)) - np.repeat(np.cumsum(widths) - widths, widths)
+
+
 class PairAssembler:
     """Builds ``longest_first``-truncated pair rows from pre-tokenized ids."""
 
@@ -140,24 +147,20 @@ class PairAssembler:
         width = int(lengths.max(initial=0))
         input_ids = np.full((rows, width), self.pad_id, np.int64)
         type_ids = np.zeros((rows, width), np.int64)
+        # The products' kept ids, row after row (the query's are indexed from ``query``).
+        product_ids = np.concatenate(
+            [p.ids[:k] for p, k in zip(products, widths["B"].tolist(), strict=True)]
+            or [np.zeros(0, np.int64)]
+        )
         row_index = np.arange(rows)
         position = np.zeros(rows, np.int64)
         for slot, type_id in self.template:
-            if slot == "A":
-                # Query token j of row r lands at position[r] + j when j < kept query.
-                r, j = np.nonzero(np.arange(len(query)) < widths["A"][:, None])
-                input_ids[r, position[r] + j] = query[j]
+            if slot in widths:
+                # Token j of row r's sequence lands at position[r] + j.
+                r, j = _segments(widths[slot])
+                input_ids[r, position[r] + j] = query[j] if slot == "A" else product_ids
                 type_ids[r, position[r] + j] = type_id
-                position = position + widths["A"]
-            elif slot == "B":
-                # Products' kept ids, concatenated, each placed after its row's offset.
-                r = np.repeat(row_index, widths["B"])
-                j = np.arange(len(r)) - np.repeat(np.cumsum(widths["B"]) - widths["B"], widths["B"])
-                pieces = [p.ids[:k] for p, k in zip(products, widths["B"].tolist(), strict=True)]
-                flat = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-                input_ids[r, position[r] + j] = flat
-                type_ids[r, position[r] + j] = type_id
-                position = position + widths["B"]
+                position = position + widths[slot]
             else:
                 input_ids[row_index, position] = slot
                 type_ids[row_index, position] = type_id
