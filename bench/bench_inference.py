@@ -86,6 +86,7 @@ from transformers import AutoConfig
 from contracts.artifacts import read_student_spec
 from contracts.schema import NUM_GRADES
 from ops.stack import health_status
+from services.core import process
 from services.core.broker import free_port
 from services.student_inference.backends import (
     TwoTowerBackend,
@@ -131,6 +132,7 @@ WARMUP = 10
 THREADS = 2  # intra-op threads of every path: the cores this machine has.
 # Two-tower requests per client are this multiple of REQUESTS (300 at c=1 per round).
 TWO_TOWER_SCALE = 5.0
+STOP_GRACE_S = 30.0  # a service's SIGTERM grace before its group is killed
 # Query popularity of the Zipf path: probability 1 / rank**s over the distinct queries.
 ZIPF_EXPONENT = 1.0
 # Product sets the two-tower requests pick from (the products' truncation memo is
@@ -222,9 +224,9 @@ class CpuMeter:
         for group, roots in self.groups.items():
             total = 0.0
             for root in roots:
-                for process in [root, *_descendants(root, roots_elsewhere - {root.pid})]:
+                for member in [root, *_descendants(root, roots_elsewhere - {root.pid})]:
                     try:
-                        times = process.cpu_times()
+                        times = member.cpu_times()
                     except psutil.NoSuchProcess:
                         continue
                     # A process's own time plus its exited children's (the stubs').
@@ -584,29 +586,28 @@ class Service:
 
 
 def start_service(env: dict[str, str], log_path: Path) -> Service:
+    """A student-inference process on free loopback ports, once it serves; it dies with
+    this process (``services.core.process.spawn``). Stop it with ``process.stop``."""
     port, metrics_port = free_port(), free_port()
     full = {**os.environ, **env, "RELKD_STUDENT_INFERENCE_PORT": str(port)}
     full["RELKD_METRICS_PORT"] = str(metrics_port)
-    # Closed-loop clients queue up to 32 requests at Triton's single model instance;
-    # the bench measures queueing, so the outage guard must not cut it short.
-    full["RELKD_TRITON_TIMEOUT_S"] = "120"
     # What a container runs (`relkd serve student-inference` without the whole CLI):
     # JSON logs included, one line per RPC.
     command = [sys.executable, "-m", "services.serve", "student-inference"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=full, stdout=log, stderr=subprocess.STDOUT)
+    service = process.spawn(command, log_path, full)
     address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while health_status(address, "relevance.v1.StudentInference") != "SERVING":
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"student-inference did not start:\n{log_path.read_text()}")
-        time.sleep(0.2)
-    return Service(process, address, f"http://127.0.0.1:{metrics_port}/metrics")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait(30)
+    try:
+        process.wait_ready(
+            service,
+            lambda: health_status(address, "relevance.v1.StudentInference") == "SERVING",
+            what="student-inference",
+            timeout_s=120,
+            log_path=log_path,
+        )
+    except BaseException:
+        process.stop(service, STOP_GRACE_S)
+        raise
+    return Service(service, address, f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -702,8 +703,15 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             }
             addresses = {}
             int8_env = {**two_tower_env(tt_export), "RELKD_QUERY_TOWER_INT8": "true"}
+            # Closed-loop clients queue up to 32 requests at Triton's single model
+            # instance; the bench measures queueing, so the outage guard must not cut it.
+            patient = {"RELKD_TRITON_TIMEOUT_S": "120"}
             services = {
-                **{path: triton_env(server, model) for path, model in served.items() if server},
+                **{
+                    path: {**triton_env(server, model), **patient}
+                    for path, model in served.items()
+                    if server
+                },
                 "two_tower_grpc": two_tower_env(tt_export),
                 "two_tower_int8_grpc": int8_env,
                 "two_tower_int8_grpc_threaded": {**int8_env, "RELKD_QUERY_TOWER_INLINE": "false"},
@@ -758,8 +766,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for path in served:
                 served_scores[path] = await score_all(addresses[path], requests)
         finally:
-            for process in processes:
-                stop(process)
+            for service_process in processes:
+                process.stop(service_process, STOP_GRACE_S)
     load_after = os.getloadavg()
     results: dict[str, Any] = {path: summarise(r) for path, r in rounds.items()}
     query_cache = {path: cache_summary(r) for path, r in cache_rounds.items()}

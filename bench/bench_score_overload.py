@@ -27,8 +27,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,11 +35,17 @@ from typing import Any
 
 import grpc
 import numpy as np
-from bench_inference import QUERIES, THREADS, build_students, catalog
+from bench_inference import (
+    QUERIES,
+    STOP_GRACE_S,
+    THREADS,
+    build_students,
+    catalog,
+    start_service,
+)
 from relevance.v1 import student_inference_pb2, student_inference_pb2_grpc
 
-from ops.stack import health_status
-from services.core.broker import free_port
+from services.core import process
 from services.student_inference import triton_runtime
 from services.student_inference.backends import triton_env
 from services.student_inference.triton_runtime import TritonServer, setup_venv
@@ -52,25 +56,6 @@ SHED_BACKOFF_S = 0.05
 # Answers after which a frontend backs off before its next call (no work was done).
 RETRY_LATER = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 KILL_AT_S = 2.0
-
-
-def start_service(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    full = {**os.environ, **env, "RELKD_STUDENT_INFERENCE_PORT": str(port)}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.serve", "student-inference"],
-            env=full,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while health_status(address, "relevance.v1.StudentInference") != "SERVING":
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"student-inference did not start:\n{log_path.read_text()}")
-        time.sleep(0.2)
-    return process, address
 
 
 async def phase(
@@ -164,9 +149,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"phases": {}}
     with TritonServer(repository, model_control="explicit", load_models=(name,)) as server:
         env = {**triton_env(server, name), "RELKD_TRITON_TIMEOUT_S": str(args.triton_timeout)}
-        process, address = start_service(env, work / "service.log")
+        service = start_service(env, work / "service.log")
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with grpc.aio.insecure_channel(service.address) as channel:
                 stub = student_inference_pb2_grpc.StudentInferenceStub(channel)
                 await warm_up(stub, requests)
                 for c in (1, 8, 32):
@@ -203,8 +188,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 print(f"triton kill, c=8: {result}", flush=True)
                 report["phases"]["c8_triton_kill"] = result
         finally:
-            process.terminate()
-            process.wait(30)
+            process.stop(service.process, STOP_GRACE_S)
     phases = report["phases"]
     report["goodput_c32_over_c8"] = round(
         phases["c32"]["goodput_ok_per_s"] / max(phases["c8"]["goodput_ok_per_s"], 1e-9), 3
