@@ -20,9 +20,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -37,7 +36,7 @@ from transformers import pipeline
 from contracts.products import product_message
 from contracts.topics import CANDIDATES, LABELS
 from ops.stack import health_status
-from services.core import bus
+from services.core import bus, process
 from services.core.broker import EmbeddedBroker, create_topics, free_port
 from services.core.settings import Settings
 from training.teacher.data import load_split
@@ -54,7 +53,7 @@ def kafka_pairs_per_s(checkpoint: Path, batch: list[tuple[str, dict]]) -> float:
     by_query: dict[str, list[dict]] = defaultdict(list)
     for query, product in batch:
         by_query[query].append(product)
-    with EmbeddedBroker("tansu") as broker:
+    with EmbeddedBroker("tansu") as broker, tempfile.TemporaryDirectory() as logs:
         create_topics(broker.bootstrap)
         settings = Settings(kafka_bootstrap=broker.bootstrap)
         port = free_port()
@@ -64,11 +63,10 @@ def kafka_pairs_per_s(checkpoint: Path, batch: list[tuple[str, dict]]) -> float:
             "RELKD_TEACHER_CHECKPOINT": str(checkpoint),
             "RELKD_TEACHER_LABELING_PORT": str(port),
         }
-        service = subprocess.Popen(
-            [sys.executable, "-m", "services.serve", "teacher-labeling"],
-            env=env,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        # Its own session, and it dies with this process, even a SIGKILLed one.
+        log_path = Path(logs) / "teacher-labeling.log"
+        service = process.spawn(
+            [sys.executable, "-m", "services.serve", "teacher-labeling"], log_path, env
         )
         consumer = KafkaConsumer(
             LABELS.name,
@@ -78,8 +76,15 @@ def kafka_pairs_per_s(checkpoint: Path, batch: list[tuple[str, dict]]) -> float:
         )
         publisher = bus.Publisher(settings)
         try:
-            while health_status(f"127.0.0.1:{port}", "relevance.v1.TeacherLabeling") != "SERVING":
-                time.sleep(0.2)
+            process.wait_ready(
+                service,
+                lambda: (
+                    health_status(f"127.0.0.1:{port}", "relevance.v1.TeacherLabeling") == "SERVING"
+                ),
+                what="teacher-labeling",
+                timeout_s=300,
+                log_path=log_path,
+            )
 
             def label_all(batches: dict[str, list[dict]], tag: str) -> None:
                 expected = sum(len(products) for products in batches.values())
@@ -106,8 +111,7 @@ def kafka_pairs_per_s(checkpoint: Path, batch: list[tuple[str, dict]]) -> float:
         finally:
             publisher.close()
             consumer.close()
-            os.killpg(service.pid, signal.SIGTERM)
-            service.wait(60)
+            process.stop(service, 60)
 
 
 def main(
