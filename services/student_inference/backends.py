@@ -27,7 +27,6 @@ import json
 import logging
 import operator
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,11 @@ from services.core.grpc_server import DeadlineExceeded, InvalidArgument, Unavail
 from services.core.settings import Settings
 from services.student_inference.service import ScoreResult
 from services.student_inference.triton_runtime import TritonServer, triton_client_tls
-from training.export.triton_models.pair_tokens import PairAssembler, ProductTokenCache
+from training.export.triton_models.pair_tokens import (
+    LeastRecentlyUsed,
+    PairAssembler,
+    ProductTokenCache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +357,7 @@ class QueryEmbeddingCache:
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"query_embedding_cache_size: must be >= 1, got {size}")
-        self.size = size
-        self._entries: OrderedDict[QueryKey, np.ndarray] = OrderedDict()
+        self._entries: LeastRecentlyUsed[QueryKey, np.ndarray] = LeastRecentlyUsed(size)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -369,7 +371,6 @@ class QueryEmbeddingCache:
             if embedding is None:
                 self.misses += 1
             else:
-                self._entries.move_to_end(key)
                 self.hits += 1
         (_QUERY_CACHE_MISSES if embedding is None else _QUERY_CACHE_HITS).inc()
         return embedding
@@ -378,10 +379,7 @@ class QueryEmbeddingCache:
         # Every request that hits the entry reads this array.
         embedding.setflags(write=False)
         with self._lock:
-            self._entries[key] = embedding
-            self._entries.move_to_end(key)
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            self._entries.put(key, embedding)
 
 
 class TwoTowerBackend:

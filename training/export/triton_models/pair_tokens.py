@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -173,6 +173,35 @@ class PairAssembler:
         }
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LeastRecentlyUsed(Generic[K, V]):
+    """A mapping bounded to ``capacity`` entries: a store past it drops the entry read or
+    stored longest ago. Not locked: its owner locks around its own batches of calls
+    (also student-inference's query embedding cache)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[K, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K) -> V | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
 class ProductTokenCache:
     """Product id -> its text's token ids; a changed text replaces the entry.
 
@@ -182,8 +211,7 @@ class ProductTokenCache:
 
     def __init__(self, assembler: PairAssembler, capacity: int = 1_000_000) -> None:
         self.assembler = assembler
-        self.capacity = capacity
-        self._entries: OrderedDict[str, ProductTokens] = OrderedDict()
+        self._entries: LeastRecentlyUsed[str, ProductTokens] = LeastRecentlyUsed(capacity)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -198,13 +226,7 @@ class ProductTokenCache:
         encodings = self.assembler.encode(texts)
         with self._lock:
             for product_id, text, encoding in zip(product_ids, texts, encodings, strict=True):
-                self._store(product_id, self.assembler.product_tokens(text, encoding))
-
-    def _store(self, product_id: str, tokens: ProductTokens) -> None:
-        self._entries[product_id] = tokens
-        self._entries.move_to_end(product_id)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+                self._entries.put(product_id, self.assembler.product_tokens(text, encoding))
 
     def get(self, product_ids: Sequence[str], texts: Sequence[str]) -> list[ProductTokens]:
         """Each product's tokens; unknown or changed products are tokenized and cached."""
@@ -215,18 +237,15 @@ class ProductTokenCache:
         with self._lock:
             for product_id, digest in zip(product_ids, hashes, strict=True):
                 entry = self._entries.get(product_id)
-                if entry is not None and entry.text_hash == digest:
-                    self._entries.move_to_end(product_id)
-                    found.append(entry)
-                else:
-                    found.append(None)
+                # A changed text's stale entry is replaced below.
+                found.append(entry if entry is not None and entry.text_hash == digest else None)
         missing = [i for i, entry in enumerate(found) if entry is None]
         if missing:
             encodings = self.assembler.encode([texts[i] for i in missing])
             with self._lock:
                 for i, encoding in zip(missing, encodings, strict=True):
                     tokens = self.assembler.product_tokens(texts[i], encoding)
-                    self._store(product_ids[i], tokens)
+                    self._entries.put(product_ids[i], tokens)
                     found[i] = tokens
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
