@@ -337,17 +337,16 @@ class TeacherLabeler:
         of re-encoding the ~200-token prompt four times.
         """
         prompts = [self._prompt(query, product, step_by_step=True) for query, product in pairs]
-        labels: list[TeacherLabel] = [None] * len(pairs)  # type: ignore[list-item]
+        labels: dict[int, TeacherLabel] = {}  # by the pair's index
         reasons: list[str] = []
         for batch in token_budget_batches([len(p) for p in prompts], self.max_tokens):
             batch_labels, off_schema = self._explain_batch([prompts[i] for i in batch])
-            for i, label in zip(batch, batch_labels, strict=True):
-                labels[i] = label
+            labels.update(zip(batch, batch_labels, strict=True))
             reasons += [reason for reason in off_schema if reason is not None]
         self.stats.explained += len(pairs)
         self.stats.malformed_generations += len(reasons)
         self.stats.last_malformed = [*self.stats.last_malformed, *reasons][-10:]
-        return labels
+        return [labels[i] for i in range(len(pairs))]
 
     @torch.no_grad()
     def _explain_batch(
