@@ -72,8 +72,8 @@ def cross_encoder_head(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     The expected grade alone is damped: its gradient through logit ``g`` is
     ``p_g (g - E[g])``, which vanishes as the softmax grows confident, so Margin-MSE
     (which reads only the score) stalls; the free logit passes its gradient on
-    undamped. It starts at zero (see ``CrossEncoderStudent.from_base``) and Margin-MSE,
-    invariant to a shift of all scores, gives its bias no gradient, so the score stays
+    undamped. Its bias starts at zero (see ``CrossEncoderStudent.from_base``) and
+    Margin-MSE, invariant to a shift of all scores, gives it no gradient, so the score stays
     on the grade scale the disagreement monitor compares with the teacher. A head with
     only the grade logits (checkpoints from before the free logit) scores by the
     expected grade.
