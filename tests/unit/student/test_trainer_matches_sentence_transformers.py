@@ -1,4 +1,4 @@
-"""Our trainer takes exactly sentence-transformers' steps when the models are the same.
+"""Our trainer takes sentence-transformers' steps when the models are the same.
 
 `bench/bench_student_train.py` compares the quality the two reach; this test pins down
 why they may differ. With sentence-transformers' model (a single score logit over the
