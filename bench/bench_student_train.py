@@ -68,20 +68,27 @@ class CrossEncoderScorer:
         )
 
 
-def train_sentence_transformers(
-    config: StudentTrainConfig, batches: list[np.ndarray], examples: list
-) -> tuple[CrossEncoder, float]:
-    """Train ST's CrossEncoder with its MarginMSELoss on ``batches``; return it and pairs/s."""
+def sentence_transformers_model(config: StudentTrainConfig) -> CrossEncoder:
+    """sentence-transformers' CrossEncoder with one logit, on ``config``'s base model."""
     torch.manual_seed(config.seed)
     layers = {} if config.num_layers is None else {"num_hidden_layers": config.num_layers}
     model = CrossEncoder(
-        default_base_model(),
+        config.base_model or default_base_model(),
         num_labels=1,
         max_length=config.max_length,
         config_kwargs=layers,
         device="cpu",
     )
     model.model.get_input_embeddings().requires_grad_(not config.freeze_embeddings)
+    return model
+
+
+def train_sentence_transformers(
+    model: CrossEncoder, config: StudentTrainConfig, batches: list[np.ndarray], examples: list
+) -> float:
+    """Train ``model`` with sentence-transformers' MarginMSELoss on ``batches``, with our
+    trainer's optimizer, schedule and clipping; return pairs/s. The test
+    ``test_trainer_matches_sentence_transformers`` runs this loop against ours."""
     loss_fn = MarginMSELoss(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -107,7 +114,7 @@ def train_sentence_transformers(
         seconds += time.perf_counter() - started
         pairs_done += len(pairs)
     model.eval()
-    return model, pairs_done / seconds
+    return pairs_done / seconds
 
 
 def run_seed(
@@ -136,7 +143,8 @@ def run_seed(
         seed=config.seed,
     )
     batches = [sampler.batch(n) for n in range(args.steps)]
-    st_model, st_pairs_per_s = train_sentence_transformers(config, batches, examples)
+    st_model = sentence_transformers_model(config)
+    st_pairs_per_s = train_sentence_transformers(st_model, config, batches, examples)
     st = evaluate_split(CrossEncoderScorer(st_model, config.text_fields), dataset)
     ours = train(config)
     our = evaluate_split(load_student(config.output_dir, device="cpu"), dataset)
