@@ -68,6 +68,19 @@ class CrossEncoderScorer:
         )
 
 
+def pair_batches(config: StudentTrainConfig) -> tuple[list, list[np.ndarray]]:
+    """The training examples and the pair batches our trainer draws for ``config``."""
+    examples = load_training_set(config).examples
+    sampler = QueryPairSampler(
+        examples,
+        queries_per_batch=config.queries_per_batch,
+        pairs_per_query=config.pairs_per_query,
+        min_margin=config.min_margin,
+        seed=config.seed,
+    )
+    return examples, [sampler.batch(n) for n in range(config.max_steps)]
+
+
 def sentence_transformers_model(config: StudentTrainConfig) -> CrossEncoder:
     """sentence-transformers' CrossEncoder with one logit, on ``config``'s base model."""
     torch.manual_seed(config.seed)
@@ -134,15 +147,7 @@ def run_seed(
         torch_threads=args.threads,
         seed=seed,
     )
-    examples = load_training_set(config).examples
-    sampler = QueryPairSampler(
-        examples,
-        queries_per_batch=config.queries_per_batch,
-        pairs_per_query=config.pairs_per_query,
-        min_margin=config.min_margin,
-        seed=config.seed,
-    )
-    batches = [sampler.batch(n) for n in range(args.steps)]
+    examples, batches = pair_batches(config)
     st_model = sentence_transformers_model(config)
     st_pairs_per_s = train_sentence_transformers(st_model, config, batches, examples)
     st = evaluate_split(CrossEncoderScorer(st_model, config.text_fields), dataset)

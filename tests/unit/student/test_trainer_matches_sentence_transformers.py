@@ -23,7 +23,6 @@ from contracts import schema
 from contracts.artifacts import CROSS_ENCODER_DIR
 from training.student import train as student_train
 from training.student.config import LossWeights, StudentTrainConfig
-from training.student.examples import QueryPairSampler, load_training_set
 from training.student.models import cross_encoder
 
 # The comparison's sentence-transformers side is the bench's own loop.
@@ -52,16 +51,7 @@ def test_margin_mse_steps_match_sentence_transformers(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        examples = load_training_set(config).examples
-        sampler = QueryPairSampler(
-            examples,
-            queries_per_batch=config.queries_per_batch,
-            pairs_per_query=config.pairs_per_query,
-            min_margin=config.min_margin,
-            seed=config.seed,
-        )
-        batches = [sampler.batch(n) for n in range(config.max_steps)]
-
+        examples, batches = bench.pair_batches(config)
         st = bench.sentence_transformers_model(config)
         st_weights = {k: v.clone() for k, v in st[0].model.state_dict().items()}
         _no_dropout(st)
