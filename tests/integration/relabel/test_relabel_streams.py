@@ -117,6 +117,10 @@ class TopicReader:
             enable_auto_commit=False,
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
+            # Metadata refreshed every 2 s, not kafka-python's 5 min: a first answer that
+            # lacks a partition of a just-created topic would otherwise outlast the wait.
+            # A suspect, not confirmed, for one run that never read its dead letter.
+            metadata_max_age_ms=2000,
         )
 
     def poll(self) -> None:
