@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from google.protobuf.message import DecodeError, Message
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from relevance.v1 import common_pb2, topics_pb2
 
 from contracts.text import query_id_for
@@ -109,19 +109,19 @@ class TopicReader:
     def __init__(self, bootstrap: str, topic: Topic) -> None:
         self.topic = topic
         self.messages: list[tuple[str, Message]] = []
+        # Assigned partitions, no consumer group: the topics exist before the readers
+        # (the broker fixture creates them), and a group's join and rebalances on a
+        # loaded broker were a suspect for a run that never read its dead letter.
         self._consumer = KafkaConsumer(
-            topic.name,
-            bootstrap_servers=bootstrap,
-            group_id=f"reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-            # Metadata refreshed every 2 s, not kafka-python's 5 min: a first answer that
-            # lacks a partition of a just-created topic would otherwise outlast the wait.
-            # A suspect, not confirmed, for one run that never read its dead letter.
-            metadata_max_age_ms=2000,
+            bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=11000
         )
+        partitions = [
+            TopicPartition(topic.name, p)
+            for p in self._consumer.partitions_for_topic(topic.name) or ()
+        ]
+        assert partitions, f"{topic.name}: the broker reports no partitions"
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_beginning(*partitions)
 
     def poll(self) -> None:
         for records in self._consumer.poll(timeout_ms=200).values():
@@ -290,11 +290,20 @@ def test_every_relabel_kind_reaches_candidates_labels_and_the_label_store(
                 if (key := pair_key(b.query_id, p.product_id)) not in labeled
             ]
             letters = [(m.consumer_group, m.source_topic, m.reason) for _, m in dlq.messages]
+            # A second, fresh reader tells a letter the broker never got from one our
+            # reader missed.
+            fresh = TopicReader(kafka_broker.bootstrap, DLQ)
+            try:
+                for _ in range(10):
+                    fresh.poll()
+            finally:
+                fresh.close()
             return "\n".join(
                 [
                     f"{len(missing)} pairs without a label by {new_version} "
                     f"(source, query, product, versions seen): {missing[:20]}",
-                    f"{len(labels.messages)} labels read; dead letters: {letters}",
+                    f"{len(labels.messages)} labels read; dead letters: {letters}; "
+                    f"a fresh reader of the dead-letter topic read {len(fresh.messages)}",
                     log_tail(stack, "teacher-labeling"),
                     log_tail(stack, "candidate-generation", 15),
                 ]
