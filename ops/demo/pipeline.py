@@ -22,6 +22,7 @@ from the previous stage's outputs:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -482,20 +483,29 @@ def best_cross_encoder(run: DemoRun) -> str:
 
 
 def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any]:
+    from contracts.artifacts import CROSS_ENCODER_INT8
     from ops.demo.frontend import GrpcStudentScorer
     from services.student_inference.backends import triton_env
     from services.student_inference.triton_runtime import TritonServer
     from training.eval.evaluate import evaluate_split
     from training.export.exporter import export_student
-    from training.export.onnx_export import INT8_MIN_SPEARMAN
+    from training.export.onnx_export import INT8_MIN_SPEARMAN, INT8_SCORE_TOLERANCE
     from training.export.triton_repo import recorded_int8_spearman, write_cpu_repository
 
     best = best_cross_encoder(run)
     export_dir = run.path("export") / best
-    export_student(run.path("students") / best, export_dir)
+    # The int8 graph is measured, not enforced, at export (as the controller does): a
+    # fp32-served student does not depend on it (one default-scale run's int8 drifted
+    # 0.27 > 0.15 on the expected grade, and the export used to stop the demo there).
+    exported = export_student(run.path("students") / best, export_dir, int8_tolerance=math.inf)
+    int8_drift = max(c.max_error for c in exported.checks if c.graph == CROSS_ENCODER_INT8)
     # int8 on CPU: about twice the fp32 throughput, served only when it keeps fp32's
-    # ranking (Spearman >= INT8_MIN_SPEARMAN, docs/triton.md); fp32 otherwise.
-    int8 = recorded_int8_spearman(export_dir) >= INT8_MIN_SPEARMAN
+    # ranking (Spearman >= INT8_MIN_SPEARMAN, docs/triton.md) and its scores within
+    # INT8_SCORE_TOLERANCE of torch's; fp32 otherwise.
+    int8 = (
+        recorded_int8_spearman(export_dir) >= INT8_MIN_SPEARMAN
+        and int8_drift <= INT8_SCORE_TOLERANCE
+    )
     precision = "int8" if int8 else "fp32"
     model = write_cpu_repository(
         export_dir, run.path("triton-repository"), model_name="student", int8=int8
@@ -510,7 +520,12 @@ def run_serve(run: DemoRun, stack: DemoStack, exits: ExitStack) -> dict[str, Any
         examples = served.examples(run.path("dataset"), count=5)
     name = f"served via Triton ({precision}): {best}"
     result = _result(name, "served", None, [evaluation], latency)
-    return {"student": best, "result": result, "examples": examples}
+    return {
+        "student": best,
+        "result": result,
+        "examples": examples,
+        "int8": {"served": int8, "score_drift": int8_drift, "tolerance": INT8_SCORE_TOLERANCE},
+    }
 
 
 def run_report(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
