@@ -195,6 +195,7 @@ def run_teacher(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    from services.core.process import die_with_parent
     from training.teacher.config import TeacherTrainConfig
 
     s = run.scale
@@ -216,7 +217,13 @@ def run_teacher(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
     ]
     if len(configs) == 1:
         return {"checkpoint": str(run.path("teacher")), "summary": _train_teacher(configs[0])}
-    with ProcessPoolExecutor(len(configs), mp_context=get_context("spawn")) as pool:
+    # The workers die with the demo, even a SIGKILLed one, like every process it starts.
+    with ProcessPoolExecutor(
+        len(configs),
+        mp_context=get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         summaries = list(pool.map(_train_teacher, configs))
     best = max(range(len(seeds)), key=lambda i: summaries[i]["dev"]["ndcg@10"])
     shutil.rmtree(run.path("teacher"), ignore_errors=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -29,14 +30,13 @@ _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
-def _die_with(parent_pid: int) -> Callable[[], None]:
-    def hook() -> None:
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before the hook ran
-            os._exit(1)
-
-    return hook
+def die_with_parent(parent_pid: int) -> None:
+    """Run first thing in a child: the kernel SIGTERMs it when ``parent_pid`` dies, and
+    it exits at once if that parent is already gone (it died before this ran)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def spawn(
@@ -55,7 +55,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=None if env is None else dict(env),
             start_new_session=True,
-            preexec_fn=_die_with(os.getpid()),
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
 
 
