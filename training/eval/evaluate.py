@@ -95,9 +95,12 @@ def evaluate_split(
             stop = min(start + batch_size, n)
             batch_q = [text[q] for q in qids[start:stop]]
             batch_p = [by_id[p] for p in pids[start:stop]]
-            scores[start:stop] = scorer.score_pairs(batch_q, batch_p)
-            if probs is not None:
-                probs[start:stop] = scorer.grade_probs(batch_q, batch_p)
+            if probs is None:
+                scores[start:stop] = scorer.score_pairs(batch_q, batch_p)
+            else:
+                scores[start:stop], probs[start:stop] = scorer.score_and_grade_probs(
+                    batch_q, batch_p
+                )
             progress.update(task, completed=stop)
 
     qrels: dict[str, dict[str, int]] = defaultdict(dict)

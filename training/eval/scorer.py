@@ -31,10 +31,11 @@ class Scorer(Protocol):
 
 @runtime_checkable
 class GradeScorer(Scorer, Protocol):
-    def grade_probs(
+    def score_and_grade_probs(
         self, queries: Sequence[str], products: Sequence[Mapping[str, Any]]
-    ) -> np.ndarray:
-        """Probabilities over the grades 0..3 per pair, shape [n, 4]."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``score_pairs`` and the probabilities over the grades 0..3 per pair ([n, 4]),
+        from one forward pass: evaluation needs both, and a model costs the same for one."""
         ...
 
 

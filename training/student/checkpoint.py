@@ -78,14 +78,14 @@ class StudentScorer:
         """Relevance of each (query, product row) pair, in grade units."""
         return self._outputs(queries, products)[0]
 
-    def grade_probs(
+    def score_and_grade_probs(
         self, queries: Sequence[str], products: Sequence[Mapping[str, Any]]
-    ) -> np.ndarray:
-        """[n, 4] grade distribution of each pair."""
-        _, probs = self._outputs(queries, products)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and the [n, 4] grade distribution of each pair, from one forward pass."""
+        scores, probs = self._outputs(queries, products)
         if probs is None:
-            return np.zeros((0, 4), dtype=np.float32)
-        return probs
+            probs = np.zeros((len(scores), 4), dtype=np.float32)
+        return scores, probs
 
 
 def load_student(path: Path | str, *, device: str | None = None) -> StudentScorer:

@@ -239,19 +239,23 @@ class TeacherLabeler:
             for row in self._classifier_logits(pairs)
         ]
 
-    def grade_probs(
-        self, queries: Sequence[str], products: Sequence[Mapping[str, Any]]
-    ) -> np.ndarray:
-        """Scorer protocol: [n, NUM_GRADES] grade distributions."""
-        labels = self.label(list(zip(queries, products, strict=True)))
-        return np.array([label.grade_probs for label in labels], dtype=np.float64)
-
     def score_pairs(
         self, queries: Sequence[str], products: Sequence[Mapping[str, Any]]
     ) -> np.ndarray:
         """Scorer protocol: expected grade per pair, the teacher's ranking score."""
+        return self.score_and_grade_probs(queries, products)[0]
+
+    def score_and_grade_probs(
+        self, queries: Sequence[str], products: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """GradeScorer protocol: expected grades and [n, NUM_GRADES] distributions."""
         labels = self.label(list(zip(queries, products, strict=True)))
-        return np.array([label.expected_score for label in labels], dtype=np.float64)
+        return (
+            np.array([label.expected_score for label in labels], dtype=np.float64),
+            np.array([label.grade_probs for label in labels], dtype=np.float64).reshape(
+                -1, NUM_GRADES
+            ),
+        )
 
     def _to_label(
         self, grade_logits: torch.Tensor, rationale: Rationale | None = None

@@ -40,8 +40,9 @@ class Oracle:
             dtype=float,
         )
 
-    def grade_probs(self, queries, products) -> np.ndarray:
-        return np.eye(4)[self.score_pairs(queries, products).astype(int)]
+    def score_and_grade_probs(self, queries, products) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.score_pairs(queries, products)
+        return scores, np.eye(4)[scores.astype(int)]
 
 
 def test_oracle_is_perfect_and_teacher_correlation_reported(dataset):

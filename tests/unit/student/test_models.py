@@ -76,7 +76,8 @@ def test_cross_encoder_checkpoint_contract(tiny_base_model: str, tmp_path: Path)
     with torch.no_grad():
         direct = model(inputs).scores.numpy()
     assert np.allclose(scorer.score_pairs(QUERIES, PRODUCTS), direct, atol=1e-5)
-    probs = scorer.grade_probs(QUERIES, PRODUCTS)
+    scores, probs = scorer.score_and_grade_probs(QUERIES, PRODUCTS)
+    assert np.allclose(scores, direct, atol=1e-5)
     assert probs.shape == (2, 4) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
 
 

@@ -245,7 +245,9 @@ def test_labeler_is_a_scorer(checkpoints, test_pairs) -> None:
     np.testing.assert_array_equal(
         labeler.score_pairs(queries, products), [label.expected_score for label in labels]
     )
-    assert labeler.grade_probs(queries, products).shape == (len(test_pairs), 4)
+    scores, probs = labeler.score_and_grade_probs(queries, products)
+    np.testing.assert_array_equal(scores, labeler.score_pairs(queries, products))
+    np.testing.assert_allclose(probs, [label.grade_probs for label in labels])
 
 
 def test_explained_labels_score_every_field_and_do_not_depend_on_batching(
