@@ -11,7 +11,11 @@ intervals over the test queries and the paired interval of each difference
 not retrained (``training.student.train.finished_run``).
 
     python bench/bench_distill_gain.py --run-dir RUN [--seeds 3] [--augmented 200]
-        [--kind cross-encoder|two-tower] [--out FILE]
+        [--kind cross-encoder|two-tower] [--workers 2] [--per-query K] [--out FILE]
+
+``--per-query K`` asks for an augmented set the demo scale does not make: it runs the
+demo's candidates stage on RUN (simulate and teacher stages done, candidates not yet)
+with ``--augmented`` queries of K candidates each, through the same services.
 
 Writes ``bench/results/distill_gain.json`` (the two-tower's: ``--out
 bench/results/distill_gain_two_tower.json``).
@@ -23,15 +27,24 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from run_record import commit, machine
 
-from ops.demo.pipeline import DemoRun, StudentRun, student_config
+from ops.demo.pipeline import (
+    SCALES,
+    DemoRun,
+    StudentRun,
+    in_processes,
+    run_demo,
+    student_config,
+    threads_per_worker,
+    train_or_keep_student,
+)
 from training.eval.evaluate import evaluate_split
 from training.eval.intervals import estimate, paired_difference
 from training.student.checkpoint import load_student
-from training.student.train import finished_run, train
 from training.teacher.labeler import TeacherLabeler
 
 RESULTS = Path(__file__).parent / "results" / "distill_gain.json"
@@ -44,32 +57,55 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="Training seeds 0..N-1.")
     parser.add_argument("--augmented", type=int, default=200, help="Teacher-labeled queries.")
     parser.add_argument("--kind", default="cross-encoder", choices=["cross-encoder", "two-tower"])
+    parser.add_argument(
+        "--per-query",
+        type=int,
+        help="Run the candidates stage first: --augmented queries, this many candidates each.",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="Students trained side by side.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    run = DemoRun(args.run_dir, args.scale)
-    dataset = run.path("dataset")
+    scale = args.scale
+    if args.per_query is not None:
+        # A scale of its own, so the stage's state records the sizes it ran with.
+        scale = f"{args.scale}-aug{args.augmented}x{args.per_query}"
+        SCALES[scale] = replace(
+            SCALES[args.scale], augmented_sizes=(args.augmented,), per_query=args.per_query
+        )
+    run = DemoRun(args.run_dir, scale)
     load_before, started = os.getloadavg()[0], time.monotonic()
+    if args.per_query is not None:
+        run_demo(run, ("candidates",))
+    dataset = run.path("dataset")
+    students = [
+        StudentRun(f"{args.kind}-aug{n}-seed{seed}", f"{args.kind}-aug{n}", args.kind, n, seed)
+        for n in (0, args.augmented)
+        for seed in range(args.seeds)
+    ]
+    threads = {"torch_threads": threads_per_worker(args.workers)} if args.workers > 1 else {}
+    jobs = [
+        (
+            f"student {student.name}",
+            student_config(
+                run, student, run.path("students-distill-gain") / student.name
+            ).model_copy(update=threads),
+        )
+        for student in students
+    ]
+    results = in_processes(train_or_keep_student, jobs, args.workers)
     per_query: dict[str, list[list[float]]] = {}
     trained: dict[str, list[dict]] = {}
-    for augmented in (0, args.augmented):
-        group = f"{args.kind}-aug{augmented}"
-        for seed in range(args.seeds):
-            student = StudentRun(f"{group}-seed{seed}", group, args.kind, augmented, seed)
-            out = run.path("students-distill-gain") / student.name
-            config = student_config(run, student, out)
-            if finished_run(config) is None:
-                print(f"training {student.name}", flush=True)
-                result = train(config)
-                trained.setdefault(group, []).append(
-                    {
-                        "seed": seed,
-                        "steps": result.steps,
-                        "best_dev_ndcg@10": result.best_dev_ndcg10,
-                    }
-                )
-            print(f"evaluating {student.name}", flush=True)
-            evaluation = evaluate_split(load_student(out), dataset, "test")
-            per_query.setdefault(group, []).append(evaluation.per_query["ndcg@10"])
+    for student, (_, config), result in zip(students, jobs, results, strict=True):
+        trained.setdefault(student.group, []).append(
+            {
+                "seed": student.seed,
+                "steps": result.steps,
+                "best_dev_ndcg@10": result.best_dev_ndcg10,
+            }
+        )
+        print(f"evaluating {student.name}", flush=True)
+        evaluation = evaluate_split(load_student(config.output_dir), dataset, "test")
+        per_query.setdefault(student.group, []).append(evaluation.per_query["ndcg@10"])
     print("evaluating the teacher", flush=True)
     teacher = evaluate_split(TeacherLabeler.from_checkpoint(run.path("teacher")), dataset, "test")
     per_query["teacher"] = [teacher.per_query["ndcg@10"]]
@@ -82,9 +118,12 @@ def main() -> None:
         "kind": args.kind,
         "seeds": args.seeds,
         "augmented_queries": args.augmented,
+        "per_query": run.scale.per_query,
+        "teacher_labels": run.state("candidates")["teacher_labels"],
+        "workers": args.workers,
         "student_epochs": run.scale.student_epochs,
         "test_queries": len(per_query["teacher"][0]),
-        "trained_here": trained,
+        "trained": trained,
         "ndcg@10": {name: estimate(values).as_dict() for name, values in per_query.items()},
         "distilled_minus_human_only": paired_difference(
             per_query[distilled], per_query[human]

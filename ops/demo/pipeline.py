@@ -400,7 +400,7 @@ def student_config(run: DemoRun, student: StudentRun, output_dir: Path) -> Stude
     )
 
 
-def _train_student(job: tuple[str, StudentTrainConfig]) -> TrainResult:
+def train_or_keep_student(job: tuple[str, StudentTrainConfig]) -> TrainResult:
     # Module level: ProcessPoolExecutor pickles it into the worker.
     from training.student.train import finished_run, train
 
@@ -425,7 +425,7 @@ def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
         )
         for number, student in enumerate(runs, start=1)
     ]
-    results = in_processes(_train_student, jobs, workers)
+    results = in_processes(train_or_keep_student, jobs, workers)
     return {
         "students": {
             student.name: {**asdict(student), **asdict(result)}
