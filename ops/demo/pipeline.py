@@ -249,23 +249,20 @@ def run_teacher(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
 
     s = run.scale
     seeds = [run.seed + k for k in range(s.teacher_seeds)]
-    threads = threads_per_worker(len(seeds))
     configs = [
         TeacherTrainConfig(
             dataset_dir=run.path("dataset"),
-            output_dir=run.path("teacher") if len(seeds) == 1 else run.path(f"teachers/seed-{k}"),
+            output_dir=run.path(f"teachers/seed-{k}"),
             epochs=s.teacher_epochs,
             max_train_examples=s.teacher_max_train,
             # Every dev pair: a capped dev set keeps a random third of each query's
             # candidates, and NDCG@10 over partial candidate lists is not the test's metric.
             max_dev_examples=0,
             seed=k,
-            num_threads=threads if len(seeds) > 1 else 0,
+            num_threads=threads_per_worker(len(seeds)),
         )
         for k in seeds
     ]
-    if len(configs) == 1:
-        return {"checkpoint": str(run.path("teacher")), "summary": _train_teacher(configs[0])}
     summaries = in_processes(_train_teacher, configs, len(configs))
     best = max(range(len(seeds)), key=lambda i: summaries[i]["dev"]["ndcg@10"])
     shutil.rmtree(run.path("teacher"), ignore_errors=True)
