@@ -37,11 +37,8 @@ from ops.demo.pipeline import (
     SCALES,
     DemoRun,
     StudentRun,
-    in_processes,
     run_demo,
-    student_config,
-    threads_per_worker,
-    train_or_keep_student,
+    train_students,
 )
 from training.eval.evaluate import evaluate_split
 from training.eval.intervals import estimate, paired_difference
@@ -83,20 +80,11 @@ def main() -> None:
         for n in (0, args.augmented)
         for seed in range(args.seeds)
     ]
-    threads = {"torch_threads": threads_per_worker(args.workers)} if args.workers > 1 else {}
-    jobs = [
-        (
-            f"student {student.name}",
-            student_config(
-                run, student, run.path("students-distill-gain") / student.name
-            ).model_copy(update=threads),
-        )
-        for student in students
-    ]
-    results = in_processes(train_or_keep_student, jobs, args.workers)
+    students_dir = run.path("students-distill-gain")
+    results = train_students(run, students, students_dir, args.workers)
     per_query: dict[str, list[list[float]]] = {}
     trained: dict[str, list[dict]] = {}
-    for student, (_, config), result in zip(students, jobs, results, strict=True):
+    for student, result in zip(students, results, strict=True):
         trained.setdefault(student.group, []).append(
             {
                 "seed": student.seed,
@@ -105,7 +93,7 @@ def main() -> None:
             }
         )
         print(f"evaluating {student.name}", flush=True)
-        evaluation = evaluate_split(load_student(config.output_dir), dataset, "test")
+        evaluation = evaluate_split(load_student(students_dir / student.name), dataset, "test")
         per_query.setdefault(student.group, []).append(evaluation.per_query["ndcg@10"])
     print("evaluating the teacher", flush=True)
     teacher = evaluate_split(TeacherLabeler.from_checkpoint(run.path("teacher")), dataset, "test")

@@ -397,7 +397,7 @@ def student_config(run: DemoRun, student: StudentRun, output_dir: Path) -> Stude
     )
 
 
-def train_or_keep_student(job: tuple[str, StudentTrainConfig]) -> TrainResult:
+def _train_student(job: tuple[str, StudentTrainConfig]) -> TrainResult:
     # Module level: ProcessPoolExecutor pickles it into the worker.
     from training.student.train import finished_run, train
 
@@ -407,22 +407,27 @@ def train_or_keep_student(job: tuple[str, StudentTrainConfig]) -> TrainResult:
     return result or train(config)
 
 
-def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
-    """Trains every student, `student_workers` at a time; one that already finished with
-    the same settings (the stage crashed or was stopped after it) is kept, not retrained."""
-    runs = student_runs(run)
-    workers = run.scale.student_workers
+def train_students(
+    run: DemoRun, students: Sequence[StudentRun], students_dir: Path, workers: int
+) -> list[TrainResult]:
+    """Trains each of `students` under `students_dir/<name>` with the demo's settings,
+    `workers` at a time on an equal share of the cores; one that already finished with the
+    same settings (a crashed or stopped run) is kept, not retrained."""
     threads = {"torch_threads": threads_per_worker(workers)} if workers > 1 else {}
     jobs = [
         (
-            f"student {number}/{len(runs)}: {student.name}",
-            student_config(run, student, run.path("students") / student.name).model_copy(
-                update=threads
-            ),
+            f"student {number}/{len(students)}: {student.name}",
+            student_config(run, student, students_dir / student.name).model_copy(update=threads),
         )
-        for number, student in enumerate(runs, start=1)
+        for number, student in enumerate(students, start=1)
     ]
-    results = in_processes(train_or_keep_student, jobs, workers)
+    return in_processes(_train_student, jobs, workers)
+
+
+def run_students(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
+    """Trains every student, `student_workers` at a time (``train_students``)."""
+    runs = student_runs(run)
+    results = train_students(run, runs, run.path("students"), run.scale.student_workers)
     return {
         "students": {
             student.name: {**asdict(student), **asdict(result)}
