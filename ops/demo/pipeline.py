@@ -236,6 +236,23 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def teacher_config(run: DemoRun, seed: int, num_threads: int) -> TeacherTrainConfig:
+    """The demo's teacher fine-tuning run for one seed (trained under ``teachers/seed-K``)."""
+    from training.teacher.config import TeacherTrainConfig
+
+    return TeacherTrainConfig(
+        dataset_dir=run.path("dataset"),
+        output_dir=run.path(f"teachers/seed-{seed}"),
+        epochs=run.scale.teacher_epochs,
+        max_train_examples=run.scale.teacher_max_train,
+        # Every dev pair: a capped dev set keeps a random third of each query's
+        # candidates, and NDCG@10 over partial candidate lists is not the test's metric.
+        max_dev_examples=0,
+        seed=seed,
+        num_threads=num_threads,
+    )
+
+
 def run_teacher(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
     """Fine-tunes the teacher on `teacher_seeds` seeds and keeps the best on dev.
 
@@ -245,24 +262,8 @@ def run_teacher(run: DemoRun, _stack: DemoStack) -> dict[str, Any]:
     an equal share of the cores (small matrices use two threads poorly, so two seeds on
     one thread each cost far less than twice one seed); model selection reads dev only.
     """
-    from training.teacher.config import TeacherTrainConfig
-
-    s = run.scale
-    seeds = [run.seed + k for k in range(s.teacher_seeds)]
-    configs = [
-        TeacherTrainConfig(
-            dataset_dir=run.path("dataset"),
-            output_dir=run.path(f"teachers/seed-{k}"),
-            epochs=s.teacher_epochs,
-            max_train_examples=s.teacher_max_train,
-            # Every dev pair: a capped dev set keeps a random third of each query's
-            # candidates, and NDCG@10 over partial candidate lists is not the test's metric.
-            max_dev_examples=0,
-            seed=k,
-            num_threads=threads_per_worker(len(seeds)),
-        )
-        for k in seeds
-    ]
+    seeds = [run.seed + k for k in range(run.scale.teacher_seeds)]
+    configs = [teacher_config(run, k, threads_per_worker(len(seeds))) for k in seeds]
     summaries = in_processes(_train_teacher, configs, len(configs))
     best = max(range(len(seeds)), key=lambda i: summaries[i]["dev"]["ndcg@10"])
     shutil.rmtree(run.path("teacher"), ignore_errors=True)
