@@ -6,11 +6,13 @@ evaluates on the test queries, with bootstrap 95% intervals (``training.eval.int
 that teacher, the zero-shot bi-encoder of the same backbone, and the demo's zero-shot
 MiniLM bi-encoder; paired differences of the teacher against both bi-encoders.
 
-    python bench/bench_teacher_backbone.py --run-dir RUN --backbone DIR [--seed 0] [--out FILE]
+    python bench/bench_teacher_backbone.py --run-dir RUN [--backbone DIR] [--seed 0] [--out FILE]
 
 ``DIR`` is a Hugging Face checkpoint directory of a sentence-transformers model (its
-zero-shot baseline is scored with sentence-transformers). A teacher already trained
-under ``RUN/teacher-<backbone name>-seed-K`` with the same settings is kept, not retrained.
+zero-shot baseline is scored with sentence-transformers); by default all-mpnet-base-v2
+from its PyPI parts (``training.pretrained``, which says how to install them). A teacher
+already trained under ``RUN/teacher-<backbone name>-seed-K`` with the same settings is
+kept, not retrained.
 Writes ``bench/results/teacher_backbone.json``.
 """
 
@@ -30,6 +32,7 @@ from ops.demo.pipeline import DemoRun, teacher_config
 from training.eval.baselines import BiEncoderScorer
 from training.eval.evaluate import evaluate_split
 from training.eval.intervals import estimate, paired_difference
+from training.pretrained import all_mpnet_base_v2, sha256
 from training.teacher.config import TeacherTrainConfig
 from training.teacher.labeler import TeacherLabeler
 from training.teacher.train import CONFIG_FILE, train
@@ -51,20 +54,27 @@ def trained_teacher(config: TeacherTrainConfig) -> tuple[dict, bool]:
     return train(config), False
 
 
+def weights_sha256(backbone: Path) -> str | None:
+    weights = backbone / "model.safetensors"
+    return sha256(weights) if weights.exists() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="`relkd demo --out` dir.")
-    parser.add_argument("--backbone", type=Path, required=True, help="Checkpoint directory.")
+    parser.add_argument("--backbone", type=Path, help="Checkpoint dir (all-mpnet-base-v2).")
     parser.add_argument("--scale", default="default", help="Demo scale the run dir was made at.")
     parser.add_argument("--seed", type=int, default=0, help="Teacher training seed.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    args.backbone = args.backbone or all_mpnet_base_v2()
     if not (args.backbone / "config.json").exists():
         raise SystemExit(f"--backbone {args.backbone}: no config.json (not a checkpoint dir)")
     run = DemoRun(args.run_dir, args.scale, args.seed)
     config = teacher_config(run, args.seed, num_threads=0).model_copy(
         update={
             "backbone": str(args.backbone),
+            "backbone_weights_sha256": weights_sha256(args.backbone),
             "output_dir": run.path(f"teacher-{args.backbone.name}-seed-{args.seed}"),
         }
     )
@@ -87,6 +97,7 @@ def main() -> None:
         "run_dir": str(args.run_dir),
         "commit": commit(),
         "backbone": str(args.backbone),
+        "backbone_weights_sha256": weights_sha256(args.backbone),
         "seed": args.seed,
         "epochs": config.epochs,
         "kept_from_earlier_run": kept,
