@@ -24,34 +24,17 @@ import os
 import time
 from pathlib import Path
 
-import yaml
 from run_record import commit, machine
 
-from contracts.artifacts import read_teacher_spec
 from ops.demo.pipeline import DemoRun, teacher_config
 from training.eval.baselines import BiEncoderScorer
 from training.eval.evaluate import evaluate_split
 from training.eval.intervals import estimate, paired_difference
 from training.pretrained import all_mpnet_base_v2, sha256
-from training.teacher.config import TeacherTrainConfig
 from training.teacher.labeler import TeacherLabeler
-from training.teacher.train import CONFIG_FILE, train
+from training.teacher.train import finished_run, train
 
 RESULTS = Path(__file__).parent / "results" / "teacher_backbone.json"
-
-
-# Settings that do not change what a teacher learns.
-NOT_TRAINING = {"output_dir", "num_threads", "resume"}
-
-
-def trained_teacher(config: TeacherTrainConfig) -> tuple[dict, bool]:
-    """The teacher's summary (teacher.json) and whether it was kept from an earlier run."""
-    saved = config.output_dir / CONFIG_FILE
-    if saved.exists():
-        earlier = TeacherTrainConfig(**yaml.safe_load(saved.read_text()))
-        if earlier.model_dump(exclude=NOT_TRAINING) == config.model_dump(exclude=NOT_TRAINING):
-            return read_teacher_spec(config.output_dir).model_dump(mode="json"), True
-    return train(config), False
 
 
 def weights_sha256(backbone: Path) -> str | None:
@@ -74,12 +57,12 @@ def main() -> None:
     config = teacher_config(run, args.seed, num_threads=0).model_copy(
         update={
             "backbone": str(args.backbone),
-            "backbone_weights_sha256": weights_sha256(args.backbone),
             "output_dir": run.path(f"teacher-{args.backbone.name}-seed-{args.seed}"),
         }
     )
     load_before, started = os.getloadavg()[0], time.monotonic()
-    summary, kept = trained_teacher(config)
+    kept = finished_run(config)
+    summary = kept or train(config)
     trained_s = time.monotonic() - started
     dataset = run.path("dataset")
     scorers = {
@@ -100,7 +83,7 @@ def main() -> None:
         "backbone_weights_sha256": weights_sha256(args.backbone),
         "seed": args.seed,
         "epochs": config.epochs,
-        "kept_from_earlier_run": kept,
+        "kept_from_earlier_run": kept is not None,
         "train_pairs": summary["train_pairs"],
         "steps": summary["steps"],
         "dev_history": [{"step": h["step"], "ndcg@10": h["ndcg@10"]} for h in summary["history"]],
@@ -112,7 +95,7 @@ def main() -> None:
             if name != "teacher"
         },
         "machine": machine(load_before),
-        "train_s": None if kept else trained_s,
+        "train_s": None if kept is not None else trained_s,
         "wall_s": time.monotonic() - started,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")

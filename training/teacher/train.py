@@ -37,11 +37,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import typer
+import yaml
 from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from contracts.artifacts import TeacherSpec, write_teacher_spec
+from contracts.artifacts import TEACHER_JSON, TeacherSpec, read_teacher_spec, write_teacher_spec
 from contracts.schema import NUM_GRADES, NUM_MATCH, RATIONALE_FIELDS, Match, Split
 from training.loop import (
     DeviceSetup,
@@ -63,6 +64,8 @@ from training.teacher.templates import render, resolve_template
 
 CONFIG_FILE = "train_config.yaml"
 RESUME_DIR = "last"
+# Settings that do not change what a teacher learns (finished_run ignores them).
+_NOT_TRAINING = frozenset({"output_dir", "num_threads", "resume"})
 
 console = Console(stderr=True)
 
@@ -529,6 +532,20 @@ def train(config: TeacherTrainConfig) -> dict[str, Any]:
         dist.barrier()
         dist.destroy_process_group()
     return info
+
+
+def finished_run(config: TeacherTrainConfig) -> dict[str, Any] | None:
+    """The summary (``teacher.json``) of a finished run in ``config.output_dir`` that
+    trained with the same settings as ``config``, or None: a bench or a re-run can keep
+    a teacher that took an hour on CPU instead of training it again. ``save`` writes
+    ``teacher.json`` last, so an interrupted run is never taken for a finished one."""
+    out = config.output_dir
+    if not (out / TEACHER_JSON).exists() or not (out / CONFIG_FILE).exists():
+        return None
+    saved = TeacherTrainConfig(**yaml.safe_load((out / CONFIG_FILE).read_text()))
+    if saved.model_dump(exclude=_NOT_TRAINING) != config.model_dump(exclude=_NOT_TRAINING):
+        return None
+    return read_teacher_spec(out).model_dump(mode="json")
 
 
 def save(
